@@ -1,0 +1,186 @@
+"""Arguments of `run_finetune.py`, parsed by `HfArgumentParser` from flags or one JSON / YAML file.
+
+Three groups, as in the `transformers` example scripts: what model to start from (`ModelArguments`), what data to
+train on (`DataArguments`) and how to train (`VitsTrainingArguments`, a `TrainingArguments` with the VITS loss
+weights, the anti-silence objectives, the amplitude monitor and the time budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A Hub id or a folder holding a VitsModel (e.g. facebook/mms-tts-kmr-script_latin)."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "A VitsConfig JSON to build a fresh, randomly initialized model from (instead of weights)."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id; defaults to model_name_or_path."}
+    )
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models and datasets."})
+    discriminator: str = field(
+        default="random",
+        metadata={
+            "help": "'random' (fresh multi-period + scale discriminator), 'none' (no adversarial terms), or a path "
+            "to weights: a '*-train' checkpoint folder with 'discriminator.*' keys, or a discriminator this recipe saved."
+        },
+    )
+    freeze_text_encoder: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
+    freeze_duration_predictor: bool = field(default=False, metadata={"help": "Keep the duration predictor fixed."})
+    freeze_posterior_encoder: bool = field(default=False, metadata={"help": "Keep the posterior encoder fixed."})
+    freeze_flow: bool = field(default=False, metadata={"help": "Keep the flow fixed."})
+    freeze_decoder: bool = field(default=False, metadata={"help": "Keep the HiFi-GAN decoder fixed."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Hub dataset id, a saved dataset, a parquet file / folder, an audiofolder, a Common Voice "
+            "language folder as downloaded, or an LJSpeech-style folder (metadata.csv + wavs/)."
+        },
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={"help": "auto | hub | common_voice | ljspeech. 'auto' detects it from what the path holds."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (e.g. 'kmr')."})
+    train_split_name: str = field(default="train", metadata={"help": "The split to train on."})
+    eval_split_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The split to evaluate on. Defaults to the source's dev / validation split when it has one, "
+            "else a deterministic eval_fraction of the training split."
+        },
+    )
+    eval_fraction: float = field(
+        default=0.05, metadata={"help": "Share of the training split held out when the source has no eval split."}
+    )
+    audio_column_name: str = field(default="audio", metadata={"help": "Column with the audio (hub format)."})
+    text_column_name: str = field(default="text", metadata={"help": "Column with the transcription (hub format)."})
+    speaker_id_column_name: str | None = field(default=None, metadata={"help": "Column with a speaker id."})
+    speaker_id: str | None = field(
+        default=None,
+        metadata={"help": "Keep one speaker: its id, or 'top' for the speaker with the most audio."},
+    )
+    min_duration_in_seconds: float = field(default=0.5, metadata={"help": "Drop shorter clips."})
+    max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Drop longer clips."})
+    max_tokens_length: int = field(default=500, metadata={"help": "Drop texts with more tokens than this."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training clips."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval clips."})
+    max_bad_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Stop when more than this share of a split's clips is missing or undecodable."},
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
+    preprocessing_only: bool = field(default=False, metadata={"help": "Build the feature cache, then exit."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where downloaded data and the Arrow feature cache are stored."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the feature cache."})
+
+
+@dataclass
+class VitsTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with VITS objectives and fine-tuning defaults.
+
+    Defaults changed from `TrainingArguments`, each for fine-tuning a pretrained VITS:
+        - `learning_rate` 2e-5: higher rates were what made earlier fine-tunes collapse to near-silence.
+        - `adam_beta1` 0.8, `adam_beta2` 0.99: the VITS paper's AdamW settings.
+        - `lr_scheduler_type` "cosine" with `warmup_ratio` 0.05.
+        - `max_grad_norm` 1.0 (gradient clipping).
+        - `precision` "auto": bf16 on a GPU that has it, else fp16 on a GPU, full fp32 on CPU.
+        - `remove_unused_columns` False: the collator needs the feature columns the model's forward does not name.
+        - `report_to` "tensorboard".
+    """
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of the generator."})
+    adam_beta1: float = field(default=0.8, metadata={"help": "AdamW beta1 (VITS)."})
+    adam_beta2: float = field(default=0.99, metadata={"help": "AdamW beta2 (VITS)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the feature columns."})
+    report_to: str | list[str] | None = field(default="tensorboard", metadata={"help": "Where to log."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto | fp32 | fp16 | bf16. auto: bf16 where the GPU has it, else fp16; fp32 on CPU."},
+    )
+
+    # VITS objectives
+    segment_size: int = field(
+        default=32, metadata={"help": "Latent frames decoded per utterance and step (32 x hop 256 = 8192 samples)."}
+    )
+    mel_loss_weight: float = field(default=45.0, metadata={"help": "Weight of the log-mel L1 reconstruction."})
+    kl_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the posterior / prior KL."})
+    duration_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the duration loss."})
+    generator_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LSGAN generator loss."})
+    feature_matching_loss_weight: float = field(default=2.0, metadata={"help": "Weight of feature matching."})
+    discriminator_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the discriminator; defaults to learning_rate."}
+    )
+
+    # The user's objectives against quiet models
+    normalized_mel_loss: bool = field(
+        default=False,
+        metadata={"help": "Divide the mel term per utterance by the target segment's mel energy (+eps)."},
+    )
+    amplitude_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the L1 between generated and target segment RMS and peak; 0: off."}
+    )
+    amplitude_target_peak: float | None = field(
+        default=None, metadata={"help": "Pull the generated peak to this fixed value (e.g. 0.85) instead of the target's."}
+    )
+    l2sp_weight: float = field(
+        default=0.0, metadata={"help": "Strength of the pull of trainable weights towards their starting values."}
+    )
+
+    # Amplitude monitor
+    amplitude_warning_ratio: float = field(
+        default=0.3, metadata={"help": "WARNING when the synthesized RMS is off the reference by more than this."}
+    )
+    amplitude_critical_ratio: float = field(
+        default=0.6, metadata={"help": "CRITICAL when the synthesized RMS is off the reference by more than this."}
+    )
+    amplitude_patience: int = field(
+        default=3, metadata={"help": "Stop after this many CRITICAL evaluations in a row; 0 never stops."}
+    )
+    amplitude_monitor_texts: list[str] | None = field(
+        default=None, metadata={"help": "Sentences synthesized at each evaluation; defaults to eval-split texts."}
+    )
+
+    # Time budget
+    target_hours: float | None = field(
+        default=None, metadata={"help": "Fit the run into this many hours: sets max_steps, stops and saves in time."}
+    )
+
+    def __post_init__(self):
+        self.precision = self.precision.lower()
+        if self.precision not in {"auto", "fp32", "fp16", "bf16"}:
+            raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")
+        if self.precision == "auto":
+            if self.use_cpu or not torch.cuda.is_available():
+                self.precision = "fp32"
+            else:
+                self.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        self.bf16 = self.precision == "bf16"
+        self.fp16 = self.precision == "fp16"
+        super().__post_init__()
+        if self.segment_size < 1:
+            raise ValueError(f"--segment_size must be positive, not {self.segment_size}")
+        if not 0 <= self.amplitude_warning_ratio <= self.amplitude_critical_ratio:
+            raise ValueError(
+                "Need 0 <= --amplitude_warning_ratio <= --amplitude_critical_ratio, got "
+                f"{self.amplitude_warning_ratio} and {self.amplitude_critical_ratio}"
+            )
