@@ -35,11 +35,22 @@ class ModelArguments:
             "to weights: a '*-train' checkpoint folder with 'discriminator.*' keys, or a discriminator this recipe saved."
         },
     )
+    discriminator_config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --discriminator random: a JSON of recipe.discriminator.DiscriminatorConfig fields (e.g. a "
+            "smaller discriminator for CPU demos); VITS's architecture when not given."
+        },
+    )
     freeze_text_encoder: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
     freeze_duration_predictor: bool = field(default=False, metadata={"help": "Keep the duration predictor fixed."})
     freeze_posterior_encoder: bool = field(default=False, metadata={"help": "Keep the posterior encoder fixed."})
     freeze_flow: bool = field(default=False, metadata={"help": "Keep the flow fixed."})
     freeze_decoder: bool = field(default=False, metadata={"help": "Keep the HiFi-GAN decoder fixed."})
+    hub_include_discriminator: bool = field(
+        default=False,
+        metadata={"help": "With --push_to_hub: upload the discriminator too, so that others can go on fine-tuning."},
+    )
 
 
 @dataclass
@@ -90,6 +101,28 @@ class DataArguments:
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the feature cache."})
 
+    def __post_init__(self):
+        # Checked here so that a typo fails at argument parsing, before any data is read.
+        if self.dataset_format not in {"auto", "hub", "common_voice", "ljspeech"}:
+            raise ValueError(
+                f"--dataset_format must be auto, hub, common_voice or ljspeech, not {self.dataset_format!r}"
+            )
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction must be between 0 and 1 (exclusive), not {self.eval_fraction}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"--max_bad_fraction must be between 0 and 1, not {self.max_bad_fraction}")
+        if not 0 <= self.min_duration_in_seconds < self.max_duration_in_seconds:
+            raise ValueError(
+                "Need 0 <= --min_duration_in_seconds < --max_duration_in_seconds, got "
+                f"{self.min_duration_in_seconds} and {self.max_duration_in_seconds}"
+            )
+        if self.max_tokens_length < 1:
+            raise ValueError(f"--max_tokens_length must be positive, not {self.max_tokens_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be positive, not {value}")
+
 
 @dataclass
 class VitsTrainingArguments(TrainingArguments):
@@ -103,6 +136,9 @@ class VitsTrainingArguments(TrainingArguments):
         - `precision` "auto": bf16 on a GPU that has it, else fp16 on a GPU, full fp32 on CPU.
         - `remove_unused_columns` False: the collator needs the feature columns the model's forward does not name.
         - `report_to` "tensorboard".
+        - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
+          that tracks what a listener hears; the adversarial terms oscillate by design.
+        - `precision` "auto" replaces `fp16` / `bf16`; setting `--fp16` or `--bf16` yourself is still honoured.
     """
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of the generator."})
@@ -112,10 +148,16 @@ class VitsTrainingArguments(TrainingArguments):
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the feature columns."})
-    report_to: str | list[str] | None = field(default="tensorboard", metadata={"help": "Where to log."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Where to log."})
     precision: str = field(
         default="auto",
         metadata={"help": "auto | fp32 | fp16 | bf16. auto: bf16 where the GPU has it, else fp16; fp32 on CPU."},
+    )
+    metric_for_best_model: str | None = field(
+        default="eval_mel", metadata={"help": "Metric that picks the best checkpoint (load_best_model_at_end)."}
+    )
+    greater_is_better: bool | None = field(
+        default=False, metadata={"help": "Whether a larger metric_for_best_model is better; all VITS losses: no."}
     )
 
     # VITS objectives
@@ -140,7 +182,8 @@ class VitsTrainingArguments(TrainingArguments):
         default=0.0, metadata={"help": "Weight of the L1 between generated and target segment RMS and peak; 0: off."}
     )
     amplitude_target_peak: float | None = field(
-        default=None, metadata={"help": "Pull the generated peak to this fixed value (e.g. 0.85) instead of the target's."}
+        default=None,
+        metadata={"help": "Pull the generated peak to this fixed value (e.g. 0.85) instead of the target's."},
     )
     l2sp_weight: float = field(
         default=0.0, metadata={"help": "Strength of the pull of trainable weights towards their starting values."}
@@ -164,11 +207,25 @@ class VitsTrainingArguments(TrainingArguments):
     target_hours: float | None = field(
         default=None, metadata={"help": "Fit the run into this many hours: sets max_steps, stops and saves in time."}
     )
+    target_hours_timing_steps: int = field(
+        default=10,
+        metadata={
+            "help": "With --target_hours: optimizer steps timed before max_steps is set (the first is not counted)."
+        },
+    )
 
     def __post_init__(self):
         self.precision = self.precision.lower()
         if self.precision not in {"auto", "fp32", "fp16", "bf16"}:
             raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")
+        if self.fp16 and self.bf16:
+            raise ValueError("--fp16 and --bf16 are exclusive")
+        requested = "fp16" if self.fp16 else "bf16" if self.bf16 else None
+        if requested is not None and self.precision not in {"auto", requested}:
+            raise ValueError(f"--{requested} contradicts --precision {self.precision}")
+        if requested is not None:
+            # an explicit --fp16 / --bf16 wins over auto: a flag that is silently ignored is worse than none
+            self.precision = requested
         if self.precision == "auto":
             if self.use_cpu or not torch.cuda.is_available():
                 self.precision = "fp32"
@@ -179,6 +236,10 @@ class VitsTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.segment_size < 1:
             raise ValueError(f"--segment_size must be positive, not {self.segment_size}")
+        if self.target_hours is not None and self.target_hours <= 0:
+            raise ValueError(f"--target_hours must be positive, not {self.target_hours}")
+        if self.target_hours_timing_steps < 2:
+            raise ValueError(f"--target_hours_timing_steps must be at least 2, not {self.target_hours_timing_steps}")
         if not 0 <= self.amplitude_warning_ratio <= self.amplitude_critical_ratio:
             raise ValueError(
                 "Need 0 <= --amplitude_warning_ratio <= --amplitude_critical_ratio, got "

@@ -6,11 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models on 2 cores: intra-op threads cost more than they give (measured: a per-clip STFT 180 ms with 2
+# threads, 1 ms with 1), and pytest-xdist already runs one worker per core.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "demo"

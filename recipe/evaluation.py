@@ -1,0 +1,381 @@
+"""Audio metrics as plain functions: one implementation for the trainer's amplitude monitor and `recipe.compare`.
+
+- `amplitude_stats`: loudness, silence and zero-crossing figures of one waveform.
+- `amplitude_status`: OK / WARNING / CRITICAL from an RMS and a reference RMS.
+- `synthesize`: deterministic, timed inference of one sentence with a `VitsModel`.
+- `mel_cepstral_distortion`: MCD (dB) between a synthesized clip and a recording, aligned by DTW.
+- `duration_ratio`: how much longer (> 1) or shorter (< 1) the synthesized clip is than the recording.
+- `load_asr` / `transcribe` / `error_rates`: intelligibility (CER, WER with jiwer) through a `transformers`
+  speech-recognition pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+# A frame is silent when its RMS is below -40 dBFS (full scale = amplitude 1.0).
+SILENCE_THRESHOLD_DBFS = -40.0
+# Silence is measured on non-overlapping 20 ms frames: short enough to find leading / trailing pauses, long enough
+# that the zero crossings of a quiet voiced sound do not count as silence.
+SILENCE_FRAME_SECONDS = 0.02
+# dBFS reported for digital silence instead of -inf, so that every figure stays valid JSON.
+MIN_DBFS = -200.0
+
+
+def to_dbfs(amplitude: float) -> float:
+    """`20 * log10(amplitude)`, floored at `MIN_DBFS` for zero."""
+    return max(MIN_DBFS, 20.0 * math.log10(amplitude)) if amplitude > 0 else MIN_DBFS
+
+
+def _as_mono_float(waveform, name: str = "waveform") -> np.ndarray:
+    samples = np.asarray(waveform, dtype=np.float64)
+    if samples.ndim == 2 and 1 in samples.shape:
+        samples = samples.reshape(-1)
+    if samples.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D mono signal, got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"{name} holds NaN or infinite samples")
+    return samples
+
+
+def amplitude_stats(waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
+    """Loudness, silence and zero-crossing figures of a mono waveform in [-1, 1].
+
+    Args:
+        waveform (`np.ndarray`): samples of shape `(num_samples,)` (a `(1, num_samples)` array is accepted).
+        sampling_rate (`int`): samples per second.
+
+    Returns:
+        `dict[str, float]` with
+            - `peak`: max |x|; `mean_abs`: mean |x|; `rms`: sqrt(mean x^2); `rms_dbfs`: 20 log10(rms)
+              (`MIN_DBFS` for digital silence).
+            - `silence_ratio`: share of 20 ms frames whose RMS is below -40 dBFS (a trailing partial frame counts).
+            - `leading_silence_s`, `trailing_silence_s`: length of the silent frames before the first and after the
+              last non-silent frame (the whole duration for a fully silent clip).
+            - `duration_s`: num_samples / sampling_rate.
+            - `energy`: sum of x^2 (grows with duration; compare `rms` across clips of different length).
+            - `zero_crossing_rate`: share of adjacent sample pairs whose sign differs (0 counts as positive), so a
+              sine of frequency f gives 2 f / sampling_rate.
+    """
+    if sampling_rate <= 0:
+        raise ValueError(f"sampling_rate must be positive, got {sampling_rate}")
+    samples = _as_mono_float(waveform)
+    num_samples = samples.size
+    if num_samples == 0:
+        raise ValueError("waveform is empty: no statistics for a clip of 0 samples")
+    duration = num_samples / sampling_rate
+    magnitude = np.abs(samples)
+    rms = float(np.sqrt(np.mean(samples**2)))
+
+    frame_length = max(1, int(round(SILENCE_FRAME_SECONDS * sampling_rate)))
+    num_frames = math.ceil(num_samples / frame_length)
+    padded = np.zeros(num_frames * frame_length)
+    padded[:num_samples] = samples**2
+    frame_power_sums = padded.reshape(num_frames, frame_length).sum(axis=1)
+    frame_sizes = np.full(num_frames, frame_length)
+    frame_sizes[-1] = num_samples - (num_frames - 1) * frame_length
+    frame_rms = np.sqrt(frame_power_sums / frame_sizes)
+    silent = frame_rms < 10 ** (SILENCE_THRESHOLD_DBFS / 20)
+    voiced = np.flatnonzero(~silent)
+    if voiced.size == 0:
+        leading = trailing = duration
+    else:
+        leading = voiced[0] * frame_length / sampling_rate
+        trailing = duration - min(num_samples, (voiced[-1] + 1) * frame_length) / sampling_rate
+
+    non_negative = samples >= 0
+    crossings = np.count_nonzero(non_negative[1:] != non_negative[:-1])
+    return {
+        "peak": float(magnitude.max()),
+        "mean_abs": float(magnitude.mean()),
+        "rms": rms,
+        "rms_dbfs": to_dbfs(rms),
+        "silence_ratio": float(silent.mean()),
+        "leading_silence_s": float(leading),
+        "trailing_silence_s": float(trailing),
+        "duration_s": float(duration),
+        "energy": float(np.sum(samples**2)),
+        "zero_crossing_rate": float(crossings / (num_samples - 1)) if num_samples > 1 else 0.0,
+    }
+
+
+def amplitude_status(rms: float, reference_rms: float, warning_ratio: float = 0.3, critical_ratio: float = 0.6) -> str:
+    """Classify an RMS against a reference by relative deviation `|rms / reference_rms - 1|`.
+
+    Args:
+        rms (`float`): RMS of the synthesized audio.
+        reference_rms (`float`): RMS it should have (the recordings or the original model), > 0.
+        warning_ratio (`float`, *optional*, defaults to 0.3): deviation above which the status is "WARNING".
+        critical_ratio (`float`, *optional*, defaults to 0.6): deviation above which the status is "CRITICAL";
+            a model gone quiet (rms 0) always deviates by 1.0.
+
+    Returns:
+        `str`: "OK", "WARNING" or "CRITICAL".
+    """
+    if not (math.isfinite(reference_rms) and reference_rms > 0):
+        raise ValueError(f"reference_rms must be a positive number, got {reference_rms}")
+    if not (math.isfinite(rms) and rms >= 0):
+        raise ValueError(f"rms must be a non-negative number, got {rms}")
+    if not 0 <= warning_ratio <= critical_ratio:
+        raise ValueError(f"Need 0 <= warning_ratio <= critical_ratio, got {warning_ratio} and {critical_ratio}")
+    deviation = abs(rms / reference_rms - 1.0)
+    if deviation > critical_ratio:
+        return "CRITICAL"
+    if deviation > warning_ratio:
+        return "WARNING"
+    return "OK"
+
+
+def synthesize(model, tokenizer, text: str, seed: int = 0, speaker_id: int | None = None) -> tuple[np.ndarray, float]:
+    """Synthesize one sentence deterministically and time it.
+
+    The model is switched to eval mode for the call (no dropout) and put back in the mode it was in, so the
+    trainer can call this between steps. `seed` is set right before the forward because the duration predictor
+    and the prior sample noise.
+
+    Args:
+        model (`VitsModel`): the model, on any device.
+        tokenizer (`VitsTokenizer`): its tokenizer; `text` goes through `recipe.text.encode_text` (NFC, uroman when
+            the tokenizer asks for it, the tokenizer's own normalization), as in training.
+        text (`str`): the sentence.
+        seed (`int`, *optional*, defaults to 0): seed of the sampled noise.
+        speaker_id (`int`, *optional*): speaker index for a multi-speaker model; ignored by a single-speaker one.
+
+    Returns:
+        `tuple(np.ndarray, float)`: the float32 waveform `(num_samples,)` at `model.config.sampling_rate`, and the
+        wall-clock seconds the forward took.
+    """
+    from transformers import set_seed
+
+    from .text import encode_text
+
+    # the tokenization of training (NFC, uroman once per process), so that the model hears what it learned
+    _, token_ids = encode_text(text, tokenizer)
+    if not token_ids:
+        raise ValueError(f"The tokenizer turned {text!r} into no tokens: none of its characters is in the vocabulary")
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([token_ids], dtype=torch.long, device=device)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    num_speakers = getattr(model.config, "num_speakers", 1)
+    if speaker_id is not None and num_speakers > 1 and not 0 <= speaker_id < num_speakers:
+        raise ValueError(f"speaker_id {speaker_id} is out of range for a model with {num_speakers} speakers")
+    extra = {"speaker_id": int(speaker_id)} if speaker_id is not None and num_speakers > 1 else {}
+
+    was_training = model.training
+    model.eval()
+    try:
+        set_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = model(**inputs, **extra)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    num_samples = int(output.sequence_lengths[0]) if output.sequence_lengths is not None else output.waveform.shape[-1]
+    waveform = output.waveform[0, :num_samples].float().cpu().numpy()
+    return waveform, seconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distance to a recording
+
+# Mel-cepstral coefficients compared by MCD: c1..c13. c0 (overall level) is left out, as is standard, so that MCD
+# measures the spectral envelope and not the loudness (amplitude_stats covers that).
+MCD_COEFFICIENTS = 13
+# 10 / ln 10 * sqrt(2): the constant of the standard MCD formula, turning a natural-log cepstral distance into dB.
+_MCD_CONSTANT = 10.0 / math.log(10.0) * math.sqrt(2.0)
+
+
+def _dct_matrix(num_inputs: int, num_outputs: int) -> np.ndarray:
+    """Orthonormal DCT-II basis `(num_outputs, num_inputs)`: the transform that turns a log-mel frame into an MFCC."""
+    n = np.arange(num_inputs)
+    k = np.arange(num_outputs)[:, None]
+    basis = np.cos(np.pi / num_inputs * (n + 0.5) * k) * math.sqrt(2.0 / num_inputs)
+    basis[0] /= math.sqrt(2.0)
+    return basis
+
+
+def mel_cepstrum_from_log_mel(log_mel: np.ndarray, num_coefficients: int = MCD_COEFFICIENTS) -> np.ndarray:
+    """Mel-cepstral coefficients c1..c`num_coefficients` of a log-mel spectrogram.
+
+    The cepstrum is the orthonormal DCT-II over the mel axis of the natural-log mel *magnitude* spectrogram that
+    `recipe.audio.log_mel_spectrogram` computes (80 Slaney mel bins, floor 1e-5), i.e. an MFCC; c0 is dropped.
+
+    Args:
+        log_mel (`np.ndarray`): `(num_mel_bins, frames)`.
+        num_coefficients (`int`, *optional*, defaults to 13): coefficients kept after c0.
+
+    Returns:
+        `np.ndarray` of shape `(frames, num_coefficients)`.
+    """
+    log_mel = np.asarray(log_mel, dtype=np.float64)
+    if log_mel.ndim != 2:
+        raise ValueError(f"log_mel must have shape (num_mel_bins, frames), got {log_mel.shape}")
+    if num_coefficients + 1 > log_mel.shape[0]:
+        raise ValueError(f"{num_coefficients} coefficients need more than {log_mel.shape[0]} mel bins")
+    return (_dct_matrix(log_mel.shape[0], num_coefficients + 1) @ log_mel)[1:].T
+
+
+def mel_cepstrum(waveform: np.ndarray, spectrogram_config, num_coefficients: int = MCD_COEFFICIENTS) -> np.ndarray:
+    """`mel_cepstrum_from_log_mel` of a waveform's `recipe.audio.log_mel_spectrogram` (the training mel geometry)."""
+    from .audio import log_mel_spectrogram
+
+    samples = torch.from_numpy(_as_mono_float(waveform).astype(np.float32))
+    minimum = spectrogram_config.n_fft // 2 + 1  # reflect padding needs more samples than the pad width
+    if samples.numel() < minimum:
+        raise ValueError(f"waveform of {samples.numel()} samples is too short for a spectrogram (need {minimum})")
+    log_mel = log_mel_spectrogram(samples, spectrogram_config).numpy()
+    return mel_cepstrum_from_log_mel(log_mel, num_coefficients)
+
+
+def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost monotonic alignment of two sequences from their pairwise `cost` matrix `(n, m)`.
+
+    Steps (1, 0), (0, 1) and (1, 1), from (0, 0) to (n - 1, m - 1). Each row of the accumulated cost is computed at
+    once: with `C` the running sum of the row's costs, `D[i, j] = C[j] + min_{k <= j} (best_from_above[k] - C[k])`.
+
+    Returns:
+        `tuple(np.ndarray, np.ndarray)`: the aligned indices into the first and the second sequence.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    n, m = cost.shape
+    if n == 0 or m == 0:
+        raise ValueError(f"DTW needs two non-empty sequences, got a cost matrix of shape {cost.shape}")
+    accumulated = np.empty((n, m))
+    accumulated[0] = np.cumsum(cost[0])
+    for i in range(1, n):
+        previous = accumulated[i - 1]
+        from_above = previous.copy()
+        from_above[1:] = np.minimum(previous[1:], previous[:-1])
+        running = np.cumsum(cost[i])
+        accumulated[i] = running + np.minimum.accumulate(from_above + cost[i] - running)
+    # backtrack
+    i, j = n - 1, m - 1
+    path = [(i, j)]
+    while i > 0 or j > 0:
+        if i == 0:
+            j -= 1
+        elif j == 0:
+            i -= 1
+        else:
+            candidates = (accumulated[i - 1, j - 1], accumulated[i - 1, j], accumulated[i, j - 1])
+            step = int(np.argmin(candidates))
+            i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+        path.append((i, j))
+    path.reverse()
+    indices = np.asarray(path)
+    return indices[:, 0], indices[:, 1]
+
+
+def mel_cepstral_distortion_from_cepstra(cepstra: np.ndarray, reference_cepstra: np.ndarray) -> float:
+    """MCD in dB between two mel-cepstrum sequences `(frames, coefficients)` after DTW alignment.
+
+    Per aligned frame pair: `10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2)`; the result is the mean over the DTW path.
+    """
+    cepstra, reference_cepstra = np.asarray(cepstra, np.float64), np.asarray(reference_cepstra, np.float64)
+    if cepstra.ndim != 2 or reference_cepstra.ndim != 2 or cepstra.shape[1] != reference_cepstra.shape[1]:
+        raise ValueError(
+            f"Cepstra must be (frames, coefficients) alike, got {cepstra.shape} and {reference_cepstra.shape}"
+        )
+    difference = cepstra[:, None, :] - reference_cepstra[None, :, :]
+    frame_distances = _MCD_CONSTANT * np.sqrt(np.sum(difference**2, axis=-1))
+    rows, columns = dtw_path(frame_distances)
+    return float(frame_distances[rows, columns].mean())
+
+
+def mel_cepstral_distortion(
+    waveform: np.ndarray, reference_waveform: np.ndarray, spectrogram_config, num_coefficients: int = MCD_COEFFICIENTS
+) -> float:
+    """MCD-DTW (dB) between a synthesized clip and a recording, both at `spectrogram_config.sampling_rate`.
+
+    Mel-cepstra are c1..c13 of the MFCC of the recipe's log-mel spectrogram (see `mel_cepstrum_from_log_mel`);
+    frames are aligned by DTW and the per-frame distortion is averaged over the path. 0 for identical audio.
+    """
+    return mel_cepstral_distortion_from_cepstra(
+        mel_cepstrum(waveform, spectrogram_config, num_coefficients),
+        mel_cepstrum(reference_waveform, spectrogram_config, num_coefficients),
+    )
+
+
+def duration_ratio(num_samples: int, reference_num_samples: int) -> float:
+    """Synthesized length over recorded length (same sampling rate): > 1 speaks slower, < 1 faster."""
+    if reference_num_samples <= 0:
+        raise ValueError(f"reference length must be positive, got {reference_num_samples}")
+    return num_samples / reference_num_samples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intelligibility
+
+
+class AsrUnavailableError(RuntimeError):
+    """The speech-recognition model or a package it needs cannot be loaded; the message says which and how to fix."""
+
+
+def _require_jiwer():
+    try:
+        import jiwer
+    except ImportError as error:
+        raise AsrUnavailableError("CER / WER need the `jiwer` package: pip install jiwer") from error
+    return jiwer
+
+
+def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
+    """A `transformers` "automatic-speech-recognition" pipeline (Whisper, MMS / wav2vec2 CTC, ...).
+
+    Raises:
+        `AsrUnavailableError` naming the model when it cannot be found or loaded, or the missing package.
+    """
+    _require_jiwer()
+    from transformers import pipeline
+
+    try:
+        return pipeline("automatic-speech-recognition", model=model_name_or_path, device=torch.device(device))
+    except ImportError as error:
+        raise AsrUnavailableError(
+            f"--asr_model {model_name_or_path!r} needs a package that is not installed: {error}"
+        ) from error
+    except (OSError, ValueError, KeyError) as error:
+        raise AsrUnavailableError(
+            f"Could not load the speech-recognition model --asr_model {model_name_or_path!r} (a local folder with "
+            f"a model and its processor, or a Hub id reachable from here): {error}"
+        ) from error
+
+
+def transcribe(asr, waveform: np.ndarray, sampling_rate: int) -> str:
+    """Transcribe one clip, resampled to the rate of the pipeline's feature extractor."""
+    from .audio import resample
+
+    target_rate = asr.feature_extractor.sampling_rate
+    samples = resample(_as_mono_float(waveform).astype(np.float32), sampling_rate, target_rate)
+    return asr({"raw": samples, "sampling_rate": target_rate})["text"]
+
+
+def normalize_for_scoring(text: str) -> str:
+    """Lowercase, drop punctuation, collapse whitespace: ASR output and reference are compared on words only."""
+    jiwer = _require_jiwer()
+    transform = jiwer.Compose(
+        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
+    )
+    return transform(text)
+
+
+def error_rates(reference: str, hypothesis: str) -> dict[str, float]:
+    """Character and word error rates of `hypothesis` against `reference`, after `normalize_for_scoring`.
+
+    Returns:
+        `dict[str, float]`: `cer` and `wer` (0 is perfect; can exceed 1 with many insertions).
+    """
+    jiwer = _require_jiwer()
+    reference, hypothesis = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
+    if not reference:
+        raise ValueError("The reference text is empty after normalization: no error rate can be computed")
+    return {"cer": float(jiwer.cer(reference, hypothesis)), "wer": float(jiwer.wer(reference, hypothesis))}

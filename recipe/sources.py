@@ -1,0 +1,359 @@
+"""Where the clips come from: one `datasets.Dataset` per split with an audio, a text and a speaker column.
+
+Three layouts, picked by `--dataset_format` or detected from what `--dataset_name` holds:
+
+- `hub`: anything `datasets.load_dataset` or `load_from_disk` takes (a Hub id, a saved dataset, parquet files, an
+  audiofolder). The audio column is cast to `Audio(decode=False)`: clips are decoded by `recipe.audio` (soundfile),
+  never by the `datasets` Audio decoder, which needs torchcodec.
+- `common_voice`: a Common Voice language folder as downloaded (`train.tsv`, `dev.tsv`, `test.tsv`,
+  `validated.tsv`, `clips/*.mp3`); `sentence` is the text and `client_id` the speaker.
+- `ljspeech`: `metadata.csv` (`id|text` or `id|text|normalized_text`, no header) and `wavs/<id>.wav`.
+
+Nothing is decoded here; the rows only name their audio. Rows of the two folder layouts carry the path written in
+the metadata, resolved against the folder by `resolve_audio_path`, which refuses paths that leave it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "hub", "common_voice", "ljspeech")
+COMMON_VOICE_SPLITS = ("train", "dev", "test", "validated", "other", "invalidated")
+# Split names that count as a held-out evaluation split when `--eval_split_name` is not given, in order of preference.
+EVAL_SPLIT_CANDIDATES = ("validation", "dev", "valid", "eval")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used: the message says which file, column or value, and what was expected."""
+
+
+@dataclass
+class Source:
+    """The raw clips of a dataset, split by split, and how to read them.
+
+    Args:
+        splits (`dict[str, datasets.Dataset]`): every split the source has, by name.
+        audio_column (`str`): an `Audio(decode=False)` struct (`{"bytes", "path"}`) or a path string.
+        text_column (`str`): the transcription.
+        speaker_column (`str`, *optional*): the speaker id, if the source has one.
+        root (`str`, *optional*): the dataset folder; a path-string audio entry must resolve inside it.
+            `None` for Hub datasets, whose files live in the `datasets` cache.
+        audio_dir (`str`, *optional*): folder that relative audio paths are resolved against (defaults to `root`).
+        audio_suffix (`str`, *optional*): appended to each audio entry (LJSpeech names clips by id, without `.wav`).
+        default_eval_split (`str`, *optional*): the source's own dev / validation split, if it has one.
+        fingerprint (`str`): changes whenever the source's content changes; part of the feature cache key.
+        format (`str`, *optional*, defaults to `"hub"`): the layout it was read as (`hub`, `common_voice`, `ljspeech`).
+    """
+
+    splits: dict[str, datasets.Dataset]
+    audio_column: str
+    text_column: str
+    speaker_column: str | None
+    root: str | None
+    fingerprint: str
+    audio_dir: str | None = None
+    audio_suffix: str = ""
+    default_eval_split: str | None = None
+    format: str = "hub"
+
+    def split(self, name: str) -> datasets.Dataset:
+        if name not in self.splits:
+            raise DataError(f"Split {name!r} not found; the dataset has splits {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def detect_format(dataset_name: str) -> str:
+    """`common_voice`, `ljspeech` or `hub`, from the files a local folder holds (`hub` for anything else)."""
+    if not os.path.isdir(dataset_name):
+        return "hub"
+    names = set(os.listdir(dataset_name))
+    if names & {"train.tsv", "validated.tsv"} and "clips" in names:
+        return "common_voice"
+    if "metadata.csv" in names and "wavs" in names:
+        # An audiofolder also has a metadata.csv, but comma-separated with a file_name header, and no wavs/ folder.
+        with open(os.path.join(dataset_name, "metadata.csv"), encoding="utf-8") as handle:
+            if "|" in handle.readline():
+                return "ljspeech"
+    return "hub"
+
+
+def load_source(
+    dataset_name: str,
+    dataset_format: str = "auto",
+    dataset_config_name: str | None = None,
+    audio_column_name: str = "audio",
+    text_column_name: str = "text",
+    speaker_id_column_name: str | None = None,
+    cache_dir: str | None = None,
+) -> Source:
+    """Open `dataset_name` in the given (or detected) layout. Raises `DataError` for a wrong path or column."""
+    if not dataset_name:
+        raise DataError("--dataset_name is required")
+    if dataset_format not in FORMATS:
+        raise DataError(f"--dataset_format must be one of {FORMATS}, not {dataset_format!r}")
+    if dataset_format == "auto":
+        dataset_format = detect_format(dataset_name)
+        logger.info("Detected dataset format %r for %s", dataset_format, dataset_name)
+    if dataset_format == "common_voice":
+        return load_common_voice(dataset_name, speaker_id_column_name or "client_id")
+    if dataset_format == "ljspeech":
+        return load_ljspeech(dataset_name)
+    return load_hub(
+        dataset_name, dataset_config_name, audio_column_name, text_column_name, speaker_id_column_name, cache_dir
+    )
+
+
+def _require_folder(folder: str, layout: str, required: list[str]) -> None:
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder} is not a folder (expected a {layout} folder)")
+    missing = [name for name in required if not os.path.exists(os.path.join(folder, name))]
+    if missing:
+        raise DataError(f"{folder} is not a {layout} folder: missing {missing}; it holds {sorted(os.listdir(folder))}")
+
+
+def _folder_fingerprint(files: list[str], audio_dir: str) -> str:
+    """Hash of the metadata files' bytes and of the name, size and mtime of every file in `audio_dir`."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.path.abspath(path).encode())
+        with open(path, "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    digest.update(os.path.abspath(audio_dir).encode())
+    with os.scandir(audio_dir) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            stat = entry.stat()
+            digest.update(f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load_common_voice(folder: str, speaker_column: str = "client_id") -> Source:
+    """A Common Voice language folder: one split per TSV present, `clips/` for the audio."""
+    _require_folder(folder, "Common Voice", ["clips"])
+    tsv_files = {split: os.path.join(folder, f"{split}.tsv") for split in COMMON_VOICE_SPLITS}
+    tsv_files = {split: path for split, path in tsv_files.items() if os.path.isfile(path)}
+    if not tsv_files:
+        raise DataError(f"{folder} holds no Common Voice TSV ({', '.join(s + '.tsv' for s in COMMON_VOICE_SPLITS)})")
+    splits = {}
+    for split, path in tsv_files.items():
+        with open(path, encoding="utf-8", newline="") as handle:
+            # Common Voice TSVs are not quoted: a sentence may hold a lone double quote.
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            columns = reader.fieldnames or []
+            missing = [name for name in ("path", "sentence", speaker_column) if name not in columns]
+            if missing:
+                raise DataError(f"{path}: no column {missing}; its columns are {columns}")
+            rows = list(reader)
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "path": [row["path"] or "" for row in rows],
+                "sentence": [row["sentence"] or "" for row in rows],
+                "speaker": [row[speaker_column] or "" for row in rows],
+            },
+            features=datasets.Features(
+                {
+                    "path": datasets.Value("string"),
+                    "sentence": datasets.Value("string"),
+                    "speaker": datasets.Value("string"),
+                }
+            ),
+        )
+    clips = os.path.join(folder, "clips")
+    return Source(
+        splits=splits,
+        audio_column="path",
+        text_column="sentence",
+        speaker_column="speaker",
+        root=os.path.realpath(folder),
+        audio_dir=os.path.realpath(clips),
+        fingerprint=_folder_fingerprint(list(tsv_files.values()), clips),
+        default_eval_split="dev" if "dev" in splits else None,
+        format="common_voice",
+    )
+
+
+def load_ljspeech(folder: str) -> Source:
+    """An LJSpeech-style folder: `metadata.csv` (`id|text[|normalized_text]`) and `wavs/<id>.wav`; one speaker.
+
+    The normalized text (third column) is used when present: it is what LJSpeech recipes train on (numbers and
+    abbreviations written out).
+    """
+    _require_folder(folder, "LJSpeech-style", ["metadata.csv", "wavs"])
+    metadata = os.path.join(folder, "metadata.csv")
+    ids, texts = [], []
+    with open(metadata, encoding="utf-8", newline="") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("|")
+            if len(fields) not in (2, 3) or not fields[0]:
+                raise DataError(
+                    f"{metadata}:{line_number}: expected 'id|text' or 'id|text|normalized_text', got {line!r}"
+                )
+            ids.append(fields[0])
+            texts.append(fields[2] if len(fields) == 3 and fields[2] else fields[1])
+    if not ids:
+        raise DataError(f"{metadata} lists no clips")
+    wavs = os.path.join(folder, "wavs")
+    split = datasets.Dataset.from_dict(
+        {"id": ids, "text": texts},
+        features=datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string")}),
+    )
+    return Source(
+        splits={"train": split},
+        audio_column="id",
+        text_column="text",
+        speaker_column=None,
+        root=os.path.realpath(folder),
+        audio_dir=os.path.realpath(wavs),
+        audio_suffix=".wav",
+        fingerprint=_folder_fingerprint([metadata], wavs),
+        format="ljspeech",
+    )
+
+
+def _local_root(dataset_name: str) -> str | None:
+    if os.path.isdir(dataset_name):
+        return os.path.realpath(dataset_name)
+    if os.path.isfile(dataset_name):
+        return os.path.realpath(os.path.dirname(dataset_name) or ".")
+    return None
+
+
+def _open_hub_dataset(dataset_name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
+    is_saved = os.path.isdir(dataset_name) and (
+        os.path.isfile(os.path.join(dataset_name, "dataset_dict.json"))
+        or os.path.isfile(os.path.join(dataset_name, "state.json"))
+    )
+    if is_saved:
+        loaded = datasets.load_from_disk(dataset_name)
+    elif os.path.isfile(dataset_name) and dataset_name.endswith(".parquet"):
+        loaded = datasets.load_dataset("parquet", data_files=dataset_name, cache_dir=cache_dir)
+    else:
+        loaded = datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+
+
+def _audiofolder_metadata(folder: str) -> dict[str, str]:
+    """Split name -> metadata file of an audiofolder (`metadata.csv` / `.jsonl` with a `file_name` column), at the
+    top of `folder` (one split, `train`) or in one sub-folder per split. Empty for anything else."""
+    if not os.path.isdir(folder):
+        return {}
+    for name in AUDIOFOLDER_METADATA:
+        if os.path.isfile(os.path.join(folder, name)):
+            return {"train": os.path.join(folder, name)}
+    found = {}
+    for split in sorted(os.listdir(folder)):
+        for name in AUDIOFOLDER_METADATA:
+            if os.path.isfile(os.path.join(folder, split, name)):
+                found[split] = os.path.join(folder, split, name)
+                break
+    return found
+
+
+def _load_audiofolder(metadata_files: dict[str, str], folder: str, cache_dir: str | None) -> datasets.DatasetDict:
+    """An audiofolder read from its metadata alone, with `file_name` as the (path string) `audio` column.
+
+    `datasets`' own audiofolder builder encodes every clip with torchcodec, which this recipe does not need; the
+    metadata files are plain CSV / JSON lines that its `csv` and `json` builders read (and cache) as they are.
+    """
+    splits = {}
+    for split, path in metadata_files.items():
+        builder = "csv" if path.endswith(".csv") else "json"
+        loaded = datasets.load_dataset(builder, data_files={split: path}, cache_dir=cache_dir)[split]
+        if "file_name" not in loaded.column_names:
+            raise DataError(
+                f"{path}: an audiofolder metadata file needs a 'file_name' column; it has {loaded.column_names}"
+            )
+        prefix = os.path.relpath(os.path.dirname(path), folder)
+        if prefix != ".":
+            loaded = loaded.map(
+                lambda name, prefix: {"file_name": os.path.join(prefix, name)},
+                input_columns="file_name",
+                fn_kwargs={"prefix": prefix},
+            )
+        splits[split] = loaded.rename_column("file_name", "audio") if "audio" not in loaded.column_names else loaded
+    return datasets.DatasetDict(splits)
+
+
+def load_hub(
+    dataset_name: str,
+    config_name: str | None,
+    audio_column: str,
+    text_column: str,
+    speaker_column: str | None,
+    cache_dir: str | None,
+) -> Source:
+    """A dataset `datasets` can open, with its audio column cast to `Audio(decode=False)` when it is an Audio one."""
+    metadata_files = _audiofolder_metadata(dataset_name)
+    try:
+        if metadata_files:
+            loaded = _load_audiofolder(metadata_files, dataset_name, cache_dir)
+        else:
+            loaded = _open_hub_dataset(dataset_name, config_name, cache_dir)
+    except FileNotFoundError as error:
+        raise DataError(f"Cannot open dataset {dataset_name!r}: {error}") from error
+    splits = {}
+    for name, split in loaded.items():
+        columns = split.column_names
+        wanted = {"--audio_column_name": audio_column, "--text_column_name": text_column}
+        if speaker_column:
+            wanted["--speaker_id_column_name"] = speaker_column
+        for flag, column in wanted.items():
+            if column not in columns:
+                raise DataError(
+                    f"{flag} {column!r} is not a column of {dataset_name} ({name}); its columns are {columns}"
+                )
+        if isinstance(split.features[audio_column], datasets.Audio):
+            split = split.cast_column(audio_column, datasets.Audio(decode=False))
+        splits[name] = split
+    default_eval = next((name for name in EVAL_SPLIT_CANDIDATES if name in splits), None)
+    if metadata_files:  # the clips are files beside the metadata: their sizes and mtimes are part of the content
+        folders = sorted({os.path.dirname(path) for path in metadata_files.values()})
+        fingerprint = hashlib.sha256(
+            "".join(_folder_fingerprint(sorted(metadata_files.values()), folder) for folder in folders).encode()
+        ).hexdigest()
+    else:
+        fingerprint = hashlib.sha256(
+            "\n".join(f"{name}:{split._fingerprint}" for name, split in sorted(splits.items())).encode()
+        ).hexdigest()
+    root = _local_root(dataset_name)
+    return Source(
+        splits=splits,
+        audio_column=audio_column,
+        text_column=text_column,
+        speaker_column=speaker_column,
+        root=root,
+        audio_dir=root,
+        fingerprint=fingerprint,
+        default_eval_split=default_eval,
+        format="hub",
+    )
+
+
+def resolve_audio_path(entry: str, source_root: str | None, audio_dir: str | None, suffix: str = "") -> str | None:
+    """The real path of a metadata audio entry, or `None` when it points outside the dataset folder.
+
+    Relative entries are resolved against `audio_dir`; symlinks are followed before the check, so a link that
+    leads out of the folder is refused as well. Without a `source_root` (Hub datasets) the entry is used as is.
+    """
+    path = entry + suffix
+    if source_root is None:
+        return path
+    resolved = os.path.realpath(os.path.join(audio_dir or source_root, path))
+    if os.path.commonpath([resolved, source_root]) != source_root:
+        return None
+    return resolved

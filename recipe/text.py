@@ -1,0 +1,141 @@
+"""Text to token ids the way the model's own tokenizer does it, plus the count of characters that get lost.
+
+`VitsTokenizer` lowercases (`normalize`), romanizes non-ASCII text with uroman (`is_uroman`) and, for MMS character
+vocabularies (`phonemize=False`), silently strips every character its vocabulary lacks. Training must see exactly the
+ids that inference will produce, so this module calls the tokenizer itself and adds only two things:
+
+- text is put in Unicode NFC first, so that a letter typed as base + combining mark (`e` + U+0302) reaches the
+  vocabulary as the one code point (`ê`) MMS vocabularies hold, instead of losing its mark;
+- uroman runs once per worker process: the tokenizer builds a new `uroman.Uroman()` (seconds of loading) on every
+  call, which would dominate preprocessing.
+
+`dropped_characters` names what the vocabulary loses, so that a tokenizer that drops a third of a language's letters
+is caught before training rather than heard after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import unicodedata
+from collections import Counter
+
+# One uroman instance per process, keyed by pid: a worker forked by `datasets.map(num_proc=...)` builds its own
+# instead of using a copy whose owner may be another process.
+_UROMAN_BY_PID: dict[int, object] = {}
+
+
+def get_uroman():
+    """The process's `uroman.Uroman` instance, built on first use (loading its tables takes a few seconds)."""
+    pid = os.getpid()
+    if pid not in _UROMAN_BY_PID:
+        import uroman
+
+        _UROMAN_BY_PID.clear()
+        _UROMAN_BY_PID[pid] = uroman.Uroman()
+    return _UROMAN_BY_PID[pid]
+
+
+def romanize(text: str) -> str:
+    """Latin-script transliteration of `text` with uroman."""
+    return get_uroman().romanize_string(text)
+
+
+def _without_uroman(tokenizer):
+    """A shallow copy of `tokenizer` that skips its own uroman step (this module has already applied it)."""
+    if not getattr(tokenizer, "is_uroman", False):
+        return tokenizer
+    plain = copy.copy(tokenizer)
+    plain.is_uroman = False
+    return plain
+
+
+def _pre_vocabulary_text(text: str, tokenizer) -> str:
+    """NFC, then uroman when the tokenizer asks for it and the text is not plain ASCII (the tokenizer's own rule)."""
+    text = unicodedata.normalize("NFC", text)
+    if getattr(tokenizer, "is_uroman", False) and not text.isascii():
+        text = romanize(text)
+    return text
+
+
+def normalize_text(text: str, tokenizer) -> str:
+    """The text the model actually reads: NFC, uroman when `tokenizer.is_uroman`, then the tokenizer's normalization.
+
+    Args:
+        text (`str`): raw transcription.
+        tokenizer (`VitsTokenizer`): the model's tokenizer.
+
+    Returns:
+        `str`: for a character vocabulary, the lowercased text with every character outside the vocabulary removed
+        (phonemes when the tokenizer phonemizes).
+    """
+    plain = _without_uroman(tokenizer)
+    normalized, _ = plain.prepare_for_tokenization(_pre_vocabulary_text(text, tokenizer))
+    return normalized
+
+
+def encode_text(text: str, tokenizer) -> tuple[str, list[int]]:
+    """Normalized text and its token ids (with the blank between characters when `tokenizer.add_blank`).
+
+    Returns:
+        `tuple(str, list[int])`: `normalize_text(text, tokenizer)` and the ids `tokenizer(text)` gives, except that
+        uroman has run once per process and the text was NFC-normalized.
+    """
+    plain = _without_uroman(tokenizer)
+    prepared = _pre_vocabulary_text(text, tokenizer)
+    normalized, _ = plain.prepare_for_tokenization(prepared)
+    input_ids = plain(prepared, add_special_tokens=False)["input_ids"]
+    return normalized, list(input_ids)
+
+
+def dropped_characters(text: str, tokenizer) -> Counter:
+    """Characters of `text` that the tokenizer's vocabulary does not hold, so that they are stripped or become unk.
+
+    Counted after NFC, uroman and the tokenizer's lowercasing: an upper-case letter whose lower case is in the
+    vocabulary is not dropped, and neither is a letter uroman transliterates. Punctuation is counted too (MMS
+    vocabularies drop it by design; the report shows it so that a reader can tell it from lost letters).
+    Returns an empty counter when the tokenizer phonemizes: characters are then mapped to phonemes, not kept or lost.
+    """
+    if getattr(tokenizer, "phonemize", False):
+        return Counter()
+    prepared = _pre_vocabulary_text(text, tokenizer)
+    if getattr(tokenizer, "normalize", False):
+        prepared = tokenizer.normalize_text(prepared)
+    vocabulary = tokenizer.get_vocab()
+    return Counter(char for char in prepared if char not in vocabulary)
+
+
+def summarize_dropped_characters(dropped: Counter, total_characters: int, top: int = 20) -> dict:
+    """Report entry for dropped characters: the `top` most frequent with counts and Unicode names.
+
+    Args:
+        dropped (`Counter`): dropped character -> count, summed over a split.
+        total_characters (`int`): characters of the (NFC) texts the counts come from.
+        top (`int`, *optional*, defaults to 20): how many characters to list.
+
+    Returns:
+        `dict` with `total` (dropped characters), `fraction` (of all characters), `letters_fraction` (dropped
+        letters and combining marks over all characters: the number that must stay near zero) and `top`, a list
+        of `{"character", "name", "count", "is_letter"}`.
+    """
+    total = sum(dropped.values())
+    letters = sum(count for char, count in dropped.items() if _is_letter(char))
+    return {
+        "total": total,
+        "fraction": total / total_characters if total_characters else 0.0,
+        "letters_fraction": letters / total_characters if total_characters else 0.0,
+        "top": [
+            {
+                "character": char,
+                "name": unicodedata.name(char, f"U+{ord(char):04X}"),
+                "count": count,
+                "is_letter": _is_letter(char),
+            }
+            for char, count in dropped.most_common(top)
+        ],
+    }
+
+
+def _is_letter(char: str) -> bool:
+    # L*: letters of any script; M*: combining marks (a lost accent changes the letter)
+    return unicodedata.category(char)[0] in {"L", "M"}

@@ -1,0 +1,430 @@
+"""The data pipeline on small copies of the bundled demo data: each layout, each drop reason, the stops, the cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import DEMO_DIR, make_tiny_config
+
+import recipe.data
+from recipe.config import DataArguments
+from recipe.data import DROP_REASONS, DataError, prepare_datasets
+
+LJSPEECH = DEMO_DIR / "kmr_ljspeech"
+COMMON_VOICE = DEMO_DIR / "kmr_common_voice"
+SAMPLING_RATE = 16000
+HOP = 256
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import VitsTokenizer
+
+    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def model_config(tokenizer):
+    return make_tiny_config(vocab_size=len(tokenizer))
+
+
+def ljspeech_copy(folder: Path, count: int) -> Path:
+    """The first `count` demo clips in an LJSpeech folder of their own."""
+    (folder / "wavs").mkdir(parents=True)
+    lines = (LJSPEECH / "metadata.csv").read_text(encoding="utf-8").splitlines()[:count]
+    for line in lines:
+        clip_id = line.split("|")[0]
+        shutil.copy(LJSPEECH / "wavs" / f"{clip_id}.wav", folder / "wavs" / f"{clip_id}.wav")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def common_voice_copy(folder: Path, train_count: int, dev_count: int) -> Path:
+    """A Common Voice folder with the first clips of the demo's train.tsv and dev.tsv (validated.tsv = both)."""
+    (folder / "clips").mkdir(parents=True)
+    columns = list(read_tsv(COMMON_VOICE / "train.tsv")[0])
+    splits = {
+        "train": read_tsv(COMMON_VOICE / "train.tsv")[:train_count],
+        "dev": read_tsv(COMMON_VOICE / "dev.tsv")[:dev_count],
+        "test": [],
+    }
+    splits["validated"] = splits["train"] + splits["dev"]
+    for split, rows in splits.items():
+        write_tsv(folder / f"{split}.tsv", rows, columns)
+    for row in splits["validated"]:
+        shutil.copy(COMMON_VOICE / "clips" / row["path"], folder / "clips" / row["path"])
+    return folder
+
+
+def data_args(dataset: Path, tmp_path: Path, **overrides) -> DataArguments:
+    return DataArguments(dataset_name=str(dataset), cache_dir=str(tmp_path / "cache"), **overrides)
+
+
+def assert_accounted(report: dict) -> None:
+    for split in report.values():
+        assert set(split["dropped"]) == set(DROP_REASONS)
+        assert split["seen"] == split["kept"] + sum(entry["count"] for entry in split["dropped"].values())
+
+
+def test_ljspeech_folder_features(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 6)
+    features, report = prepare_datasets(data_args(dataset, tmp_path), tokenizer, model_config, str(tmp_path / "out"))
+
+    assert set(features) == {"train", "eval"}
+    # no dev split in an LJSpeech folder: 5 % of 6 clips rounds to the minimum of one held-out clip
+    assert (len(features["train"]), len(features["eval"])) == (5, 1)
+    assert report["train"]["seen"] == 5 and report["eval"]["seen"] == 1
+    assert_accounted(report)
+    assert json.loads((tmp_path / "out" / "data_report.json").read_text()) == report
+
+    row = features["train"].with_format("numpy")[0]
+    waveform, log_mel = row["waveform"], row["log_mel"]
+    assert waveform.dtype == np.float32 and log_mel.dtype == np.float32
+    assert len(waveform) == row["waveform_length"]
+    info = sf.info(row["path"])
+    assert info.samplerate == SAMPLING_RATE and len(waveform) == info.frames
+    assert log_mel.shape == (row["waveform_length"] // HOP, 80) and row["mel_length"] == log_mel.shape[0]
+    assert row["tokens_length"] == len(row["input_ids"]) == 2 * len(row["text"]) + 1  # add_blank
+    assert list(row["input_ids"]) == tokenizer(row["text"]).input_ids
+    # the third metadata column (numbers spelled out) is the text used
+    texts = set(features["train"]["text"]) | set(features["eval"]["text"])
+    assert all(text == text.lower() and "," not in text for text in texts)
+    assert features["train"].features["speaker_id"].names == ["speaker"]
+    hours = sum(features["train"]["waveform_length"]) / SAMPLING_RATE / 3600
+    assert report["train"]["hours"] == pytest.approx(hours)
+
+
+def test_ljspeech_uses_normalized_column(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 2)
+    wav = next((dataset / "wavs").iterdir())
+    (dataset / "metadata.csv").write_text(
+        f"{wav.stem}|Ez 3 sêvan dixwim.|Ez sê sêvan dixwim.\n" + (dataset / "metadata.csv").read_text().splitlines()[1]
+    )
+    args = data_args(dataset, tmp_path, eval_fraction=0.5)
+    features, _ = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    texts = set(features["train"]["text"]) | set(features["eval"]["text"])
+    assert "ez sê sêvan dixwim" in texts
+
+
+def test_common_voice_folder_48khz_mp3(tmp_path, tokenizer, model_config):
+    dataset = common_voice_copy(tmp_path / "cv", train_count=4, dev_count=2)
+    features, report = prepare_datasets(data_args(dataset, tmp_path), tokenizer, model_config, str(tmp_path / "out"))
+
+    # dev.tsv is the eval split
+    assert (len(features["train"]), len(features["eval"])) == (4, 2)
+    assert_accounted(report)
+    row = features["eval"][0]
+    assert Path(row["path"]).name == read_tsv(dataset / "dev.tsv")[0]["path"]
+    # resampled from 48 kHz to the model's 16 kHz
+    mp3_seconds = sf.info(row["path"]).duration
+    assert sf.info(row["path"]).samplerate == 48000
+    assert row["waveform_length"] / SAMPLING_RATE == pytest.approx(mp3_seconds, abs=0.06)
+    speakers = {r["client_id"] for r in read_tsv(dataset / "validated.tsv")}
+    assert set(features["train"].features["speaker_id"].names) == speakers
+
+
+def test_common_voice_validated_excludes_eval_clips(tmp_path, tokenizer, model_config):
+    dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=2)
+    args = data_args(dataset, tmp_path, train_split_name="validated")
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert len(features["train"]) == 3 and report["train"]["overlap_with_eval_removed"] == 2
+    assert not set(features["train"]["path"]) & set(features["eval"]["path"])
+
+
+def test_speaker_selection(tmp_path, tokenizer, model_config):
+    dataset = common_voice_copy(tmp_path / "cv", train_count=8, dev_count=4)
+    rows = read_tsv(dataset / "train.tsv")
+    seconds = {}
+    for row in rows:
+        seconds[row["client_id"]] = (
+            seconds.get(row["client_id"], 0) + sf.info(dataset / "clips" / row["path"]).duration
+        )
+    top = max(seconds, key=seconds.get)
+
+    features, report = prepare_datasets(
+        data_args(dataset, tmp_path, speaker_id="top"), tokenizer, model_config, str(tmp_path / "out")
+    )
+    kept_train = [row for row in rows if row["client_id"] == top]
+    assert len(features["train"]) == len(kept_train)
+    assert report["train"]["dropped"]["speaker_filtered"]["count"] == len(rows) - len(kept_train)
+    assert report["train"]["speaker_id"] == top
+    assert features["train"].features["speaker_id"].names == [top]
+    assert set(features["train"]["speaker_id"]) == {0}
+    assert_accounted(report)
+
+    other = next(row["client_id"] for row in rows if row["client_id"] != top)
+    features, _ = prepare_datasets(
+        data_args(dataset, tmp_path, speaker_id=other, max_bad_fraction=0.5),
+        tokenizer,
+        model_config,
+        str(tmp_path / "out"),
+    )
+    assert len(features["train"]) == sum(row["client_id"] == other for row in rows)
+
+    with pytest.raises(DataError, match="no clip in the training split"):
+        prepare_datasets(data_args(dataset, tmp_path, speaker_id="nobody"), tokenizer, model_config, str(tmp_path))
+
+
+def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_config):
+    dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
+    clips = dataset / "clips"
+    rows = read_tsv(dataset / "train.tsv")
+    speaker = read_tsv(dataset / "dev.tsv")[0]["client_id"]
+    for row in rows:
+        row["client_id"] = speaker
+    rng = np.random.default_rng(0)
+
+    def noise(name: str, seconds: float) -> str:
+        sf.write(
+            clips / name, 0.1 * rng.standard_normal(int(SAMPLING_RATE * seconds)).astype(np.float32), SAMPLING_RATE
+        )
+        return name
+
+    (clips / "corrupt.mp3").write_bytes(b"ID3\x03\x00 not really audio" * 10)
+    sf.write(tmp_path / "outside.wav", np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    bad = [
+        (noise("short.wav", 0.2), "Kurt."),
+        (noise("long.wav", 3.0), "Dirêj."),
+        (noise("no_text.wav", 1.0), "... !!!"),
+        (noise("wordy.wav", 1.0), "gelek peyv " * 20),
+        ("corrupt.mp3", "Xirab."),
+        ("missing.mp3", "Tune ye."),
+        ("../../outside.wav", "Li derve."),
+    ]
+    rows += [{**rows[0], "path": path, "sentence": text} for path, text in bad]
+    rows.append({**rows[0], "client_id": "another speaker", "path": noise("other.wav", 1.0)})
+    write_tsv(dataset / "train.tsv", rows, list(rows[0]))
+
+    args = data_args(
+        dataset, tmp_path, speaker_id=speaker, max_duration_in_seconds=2.6, max_tokens_length=150, max_bad_fraction=1
+    )
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    dropped = report["train"]["dropped"]
+    assert {reason: entry["count"] for reason, entry in dropped.items()} == dict.fromkeys(DROP_REASONS, 1)
+    examples = {reason: [Path(p).name for p in entry["examples"]] for reason, entry in dropped.items()}
+    assert examples == {
+        "path_outside_dataset": ["outside.wav"],
+        "speaker_filtered": ["other.wav"],
+        "missing_file": ["missing.mp3"],
+        "decode_error": ["corrupt.mp3"],
+        "too_short": ["short.wav"],
+        "too_long": ["long.wav"],
+        "empty_text": ["no_text.wav"],
+        "too_many_tokens": ["wordy.wav"],
+    }
+    assert (report["train"]["seen"], report["train"]["kept"], len(features["train"])) == (11, 3, 3)
+    assert_accounted(report)
+
+
+def test_bad_fraction_stops_with_examples(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 8)
+    missing = sorted((dataset / "wavs").iterdir())[:2]
+    for path in missing:
+        path.unlink()
+    with pytest.raises(DataError, match="max_bad_fraction") as error:
+        prepare_datasets(
+            data_args(dataset, tmp_path, eval_fraction=0.2), tokenizer, model_config, str(tmp_path / "out")
+        )
+    assert any(path.name in str(error.value) for path in missing)
+    # the report is written before the run stops
+    report = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert sum(split["dropped"]["missing_file"]["count"] for split in report.values()) == 2
+
+    # the same data passes with a looser bound
+    args = data_args(dataset, tmp_path, eval_fraction=0.2, max_bad_fraction=0.5)
+    features, _ = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert len(features["train"]) + len(features["eval"]) == 6
+
+
+def test_empty_split_stops_with_counts(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 3)
+    args = data_args(dataset, tmp_path, min_duration_in_seconds=30, max_duration_in_seconds=40)
+    with pytest.raises(DataError, match="no clip left.*too_short"):
+        prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+
+
+def test_absolute_path_outside_common_voice_folder_is_not_read(tmp_path, tokenizer, model_config, monkeypatch):
+    dataset = common_voice_copy(tmp_path / "cv", train_count=4, dev_count=1)
+    elsewhere = tmp_path / "private.wav"
+    sf.write(elsewhere, np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    rows = read_tsv(dataset / "train.tsv")
+    rows.append({**rows[0], "path": str(elsewhere)})
+    write_tsv(dataset / "train.tsv", rows, list(rows[0]))
+
+    opened = []
+    real_load_audio = recipe.data.load_audio
+    monkeypatch.setattr(recipe.data, "load_audio", lambda path, sr: opened.append(path) or real_load_audio(path, sr))
+    args = data_args(dataset, tmp_path, max_bad_fraction=0.5)
+    _, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert report["train"]["dropped"]["path_outside_dataset"] == {"count": 1, "examples": [str(elsewhere)]}
+    assert str(elsewhere) not in opened and len(opened) == 5
+
+
+def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_config, monkeypatch):
+    dataset = ljspeech_copy(tmp_path / "lj", 4)
+    args = data_args(dataset, tmp_path, eval_fraction=0.25)
+    first, first_report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+
+    def must_not_run(*_, **__):
+        raise AssertionError("features were recomputed")
+
+    monkeypatch.setattr(recipe.data, "featurize", must_not_run)
+    second, second_report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert second_report == first_report
+    assert second["train"]["input_ids"] == first["train"]["input_ids"]
+    assert np.array_equal(np.asarray(second["train"][0]["log_mel"]), np.asarray(first["train"][0]["log_mel"]))
+    # the features are memory-mapped from the cache folder
+    assert all(str(tmp_path / "cache") in f["filename"] for f in second["train"].cache_files)
+
+    # a cap is applied to the cached features and reported separately
+    capped, capped_report = prepare_datasets(
+        data_args(dataset, tmp_path, eval_fraction=0.25, max_train_samples=2), tokenizer, model_config, str(tmp_path)
+    )
+    assert len(capped["train"]) == 2
+    assert capped_report["train"]["kept"] == 3 and capped_report["train"]["max_samples"]["kept"] == 2
+
+    # a changed filter, a changed clip or --overwrite_cache means new features
+    for changed in (
+        data_args(dataset, tmp_path, eval_fraction=0.25, max_tokens_length=60),
+        data_args(dataset, tmp_path, eval_fraction=0.25, overwrite_cache=True),
+    ):
+        with pytest.raises(AssertionError, match="recomputed"):
+            prepare_datasets(changed, tokenizer, model_config, str(tmp_path / "out"))
+    sf.write(next((dataset / "wavs").iterdir()), np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    with pytest.raises(AssertionError, match="recomputed"):
+        prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+
+
+def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 4)
+    single, _ = prepare_datasets(
+        data_args(dataset, tmp_path / "a", eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
+    )
+    parallel, report = prepare_datasets(
+        data_args(dataset, tmp_path / "b", eval_fraction=0.25, preprocessing_num_workers=2),
+        tokenizer,
+        model_config,
+        str(tmp_path),
+    )
+    assert parallel["train"]["path"] == single["train"]["path"]
+    assert np.allclose(np.asarray(parallel["train"][1]["log_mel"]), np.asarray(single["train"][1]["log_mel"]))
+
+
+def _audio_rows(count: int):
+    lines = (LJSPEECH / "metadata.csv").read_text(encoding="utf-8").splitlines()[:count]
+    return [(LJSPEECH / "wavs" / f"{line.split('|')[0]}.wav", line.split("|")[2]) for line in lines]
+
+
+def test_audiofolder_parquet_and_saved_dataset(tmp_path, tokenizer, model_config):
+    import datasets
+
+    rows = _audio_rows(4)
+    folder = tmp_path / "audiofolder"
+    folder.mkdir()
+    with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "transcription", "speaker"])
+        for index, (path, text) in enumerate(rows):
+            shutil.copy(path, folder / path.name)
+            writer.writerow([path.name, text, f"s{index % 2}"])
+    args = data_args(folder, tmp_path, text_column_name="transcription", speaker_id_column_name="speaker")
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert len(features["train"]) + len(features["eval"]) == 4
+    assert features["train"].features["speaker_id"].names == ["s0", "s1"]
+    assert_accounted(report)
+
+    # parquet and save_to_disk hold the audio bytes: clips are decoded from bytes, without a file
+    audio = [{"bytes": path.read_bytes(), "path": path.name} for path, _ in rows]
+    table = datasets.Dataset.from_dict({"audio": audio, "text": [text for _, text in rows]})
+    table = table.cast_column("audio", datasets.Audio(decode=False))
+    table.to_parquet(str(tmp_path / "clips.parquet"))
+    features, _ = prepare_datasets(
+        data_args(tmp_path / "clips.parquet", tmp_path), tokenizer, model_config, str(tmp_path / "out")
+    )
+    assert len(features["train"]) + len(features["eval"]) == 4
+    row = features["train"][0]
+    assert len(row["log_mel"]) == row["waveform_length"] // HOP
+
+    saved = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_parquet(str(tmp_path / "clips.parquet")).select(range(3)),
+            "validation": datasets.Dataset.from_parquet(str(tmp_path / "clips.parquet")).select([3]),
+        }
+    )
+    saved.save_to_disk(str(tmp_path / "saved"))
+    features, report = prepare_datasets(
+        data_args(tmp_path / "saved", tmp_path), tokenizer, model_config, str(tmp_path)
+    )
+    # the validation split is the eval split
+    assert (len(features["train"]), len(features["eval"])) == (3, 1)
+
+
+def test_wrong_column_lists_the_real_columns(tmp_path, tokenizer, model_config):
+    folder = tmp_path / "audiofolder"
+    folder.mkdir()
+    path, text = _audio_rows(1)[0]
+    shutil.copy(path, folder / path.name)
+    with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["file_name", "transcription"], [path.name, text]])
+    with pytest.raises(DataError, match=r"--text_column_name 'text'.*\['audio', 'transcription'\]"):
+        prepare_datasets(data_args(folder, tmp_path), tokenizer, model_config, str(tmp_path))
+
+    dataset = common_voice_copy(tmp_path / "cv", train_count=2, dev_count=1)
+    rows = read_tsv(dataset / "train.tsv")
+    write_tsv(dataset / "train.tsv", [{"path": r["path"], "text": r["sentence"]} for r in rows], ["path", "text"])
+    with pytest.raises(DataError, match=r"train.tsv: no column \['sentence'.*\['path', 'text'\]"):
+        prepare_datasets(data_args(dataset, tmp_path), tokenizer, model_config, str(tmp_path))
+
+
+def test_dropped_characters_are_reported(tmp_path, model_config):
+    """A vocabulary without ê and ş: the report names the lost letters, most frequent first, with counts."""
+    from transformers import VitsTokenizer
+
+    vocab = {"<pad>": 0, " ": 1, **{c: i + 2 for i, c in enumerate("abcçdefghiîjklmnopqrstuûvwxyz")}}
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    lossy = VitsTokenizer(str(tmp_path / "tok" / "vocab.json"), phonemize=False, unk_token="<pad>")
+
+    dataset = ljspeech_copy(tmp_path / "lj", 6)
+    texts = [line.split("|")[2] for line in (dataset / "metadata.csv").read_text(encoding="utf-8").splitlines()]
+    _, report = prepare_datasets(data_args(dataset, tmp_path), lossy, model_config, str(tmp_path / "out"))
+    counted = {}
+    for split in report.values():
+        for entry in split["dropped_characters"]["top"]:
+            counted[entry["character"]] = counted.get(entry["character"], 0) + entry["count"]
+    expected = {char: sum(text.lower().count(char) for text in texts) for char in "êş"}
+    assert {char: counted.get(char, 0) for char in "êş"} == expected and expected["ê"] > 0
+    assert report["train"]["dropped_characters"]["letters_fraction"] > 0
+    entry = next(e for e in report["train"]["dropped_characters"]["top"] if e["character"] == "ê")
+    assert entry["is_letter"] and entry["name"] == "LATIN SMALL LETTER E WITH CIRCUMFLEX"
+
+
+def test_bundled_tokenizer_covers_the_demo_data(tokenizer):
+    from recipe.text import dropped_characters
+
+    for line in (LJSPEECH / "metadata.csv").read_text(encoding="utf-8").splitlines():
+        _, text, normalized = line.split("|")
+        lost = dropped_characters(normalized, tokenizer)
+        assert not [char for char in lost if char.isalpha()], (normalized, lost)
+    assert tokenizer.pad_token_id == 0 and not tokenizer.phonemize and not tokenizer.is_uroman
+    for split in ("train", "dev", "test", "validated"):
+        columns = list(read_tsv(COMMON_VOICE / f"{split}.tsv")[0])
+        assert {"client_id", "path", "sentence", "up_votes", "down_votes", "locale"} <= set(columns)

@@ -1,0 +1,91 @@
+"""Text normalization: the tokenizer's own rules, NFC, uroman once per process, and the dropped-character count."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections import Counter
+
+import pytest
+from conftest import DEMO_DIR
+
+import recipe.text
+from recipe.text import dropped_characters, encode_text, get_uroman, normalize_text, summarize_dropped_characters
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import VitsTokenizer
+
+    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+
+
+def test_ids_are_what_the_tokenizer_gives(tokenizer):
+    text = "Roj baş, tu çawa yî? ÎRO Xweş!"
+    normalized, ids = encode_text(text, tokenizer)
+    assert normalized == "roj baş tu çawa yî îro xweş"
+    assert ids == tokenizer(text).input_ids
+    assert ids[0::2] == [tokenizer.pad_token_id] * (len(normalized) + 1)  # add_blank
+
+
+def test_decomposed_letters_are_kept(tokenizer):
+    decomposed = unicodedata.normalize("NFD", "Şev baş, xewa xweş.")
+    assert decomposed != unicodedata.normalize("NFC", decomposed)
+    # the tokenizer alone strips the combining marks; the recipe's normalization keeps the letters
+    assert tokenizer.decode(tokenizer(decomposed).input_ids) == "sev bas xewa xwes"
+    assert normalize_text(decomposed, tokenizer) == "şev baş xewa xweş"
+    assert not [char for char in dropped_characters(decomposed, tokenizer) if char.isalpha()]
+
+
+def test_uroman_romanizes_for_an_is_uroman_tokenizer(tokenizer, tmp_path):
+    from transformers import VitsTokenizer
+
+    romanizing = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"), is_uroman=True)
+    normalized, ids = encode_text("Привет, мир!", romanizing)
+    assert normalized == "privet mir"
+    assert ids == romanizing(normalized).input_ids
+    assert not dropped_characters("Привет, мир!", romanizing) - Counter(",!")
+    # without is_uroman the Cyrillic letters are lost, and counted
+    assert dropped_characters("Привет", tokenizer) == Counter("привет")
+    assert normalize_text("Привет", tokenizer) == ""
+
+
+def test_one_uroman_instance_per_process(monkeypatch):
+    built = []
+
+    class FakeUroman:
+        def __init__(self):
+            built.append(self)
+
+    import uroman
+
+    monkeypatch.setattr(uroman, "Uroman", FakeUroman)
+    monkeypatch.setattr(recipe.text, "_UROMAN_BY_PID", {})
+    first = get_uroman()
+    assert get_uroman() is first and len(built) == 1
+    # a forked worker (another pid) builds its own instead of using its parent's
+    monkeypatch.setattr(recipe.text.os, "getpid", lambda: -1)
+    assert get_uroman() is not first and len(built) == 2
+
+
+def test_phonemizing_tokenizer_reports_no_dropped_characters(tmp_path):
+    from transformers import VitsTokenizer
+
+    (tmp_path / "vocab.json").write_text(json.dumps({"<pad>": 0, "a": 1}), encoding="utf-8")
+    phonemizing = VitsTokenizer(str(tmp_path / "vocab.json"), phonemize=True)
+    assert dropped_characters("Hello", phonemizing) == Counter()
+
+
+def test_summary_lists_top_characters_with_names():
+    dropped = Counter({"ê": 5, ",": 3, **{chr(0x430 + i): 1 for i in range(25)}})
+    summary = summarize_dropped_characters(dropped, total_characters=100)
+    assert summary["total"] == 33 and summary["fraction"] == pytest.approx(0.33)
+    assert summary["letters_fraction"] == pytest.approx(0.30)
+    assert len(summary["top"]) == 20
+    assert summary["top"][0] == {
+        "character": "ê",
+        "name": "LATIN SMALL LETTER E WITH CIRCUMFLEX",
+        "count": 5,
+        "is_letter": True,
+    }
+    assert summary["top"][1]["character"] == "," and not summary["top"][1]["is_letter"]
