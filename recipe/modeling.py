@@ -1,0 +1,292 @@
+"""The VITS training forward pass on a stock `transformers.VitsModel`, using its submodules (no fork of the model).
+
+    text encoder -> prior mean / log-std per token
+    posterior encoder(linear spectrogram of the waveform) -> z, posterior mean / log-std per frame
+    flow(z) -> z_p;  monotonic alignment search on log N(z_p; prior) -> durations -> prior expanded to frames
+    duration predictor loss on the durations;  KL(posterior || aligned prior)
+    random segment of z -> HiFi-GAN decoder -> waveform segment, against the same segment of the recording
+
+Also: weight norm on the decoder while training (as VITS was trained) and a save that removes it again, so that the
+saved folder is a plain `VitsModel`; freezing of submodules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+from transformers import VitsModel
+
+from .alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
+from .audio import LOG_MEL_FLOOR, SpectrogramConfig, linear_spectrogram, log_mel_spectrogram
+
+
+@dataclass
+class VitsTrainingOutput:
+    """What `VitsForTraining.forward` returns: the decoded segment, its target, and what the KL / duration losses need.
+
+    Args:
+        generated_waveform (`(B, 1, S * hop)`): the decoded segment, zero past the end of a short clip.
+        target_waveform (`(B, 1, S * hop)`): the same segment of the recording.
+        generated_log_mel (`(B, num_mel_bins, S)`): `log_mel_spectrogram(generated_waveform)`.
+        target_log_mel (`(B, num_mel_bins, S)`): the same frames of the cached log-mel.
+        segment_frame_mask (`(B, 1, S)`), segment_sample_mask (`(B, 1, S * hop)`): 1 inside the clip (a clip
+            shorter than the segment is padded).
+        segment_starts (`(B,)`): first frame of each segment.
+        prior_latents (`(B, C, T)`): `z_p = flow(z)`.
+        posterior_log_stddev (`(B, C, T)`): log-std of the posterior.
+        prior_means, prior_log_stddev (`(B, C, T)`): the text prior expanded to frames along the alignment.
+        frame_mask (`(B, 1, T)`), text_mask (`(B, 1, N)`).
+        alignment (`(B, N, T)`): the monotonic alignment (0 / 1). durations (`(B, 1, N)`): frames per token.
+        duration_nll (`(B,)`, *optional*): stochastic duration predictor's NLL (when the model has one).
+        predicted_log_durations (`(B, 1, N)`, *optional*): deterministic duration predictor's output.
+    """
+
+    generated_waveform: torch.Tensor
+    target_waveform: torch.Tensor
+    generated_log_mel: torch.Tensor
+    target_log_mel: torch.Tensor
+    segment_frame_mask: torch.Tensor
+    segment_sample_mask: torch.Tensor
+    segment_starts: torch.Tensor
+    prior_latents: torch.Tensor
+    posterior_log_stddev: torch.Tensor
+    prior_means: torch.Tensor
+    prior_log_stddev: torch.Tensor
+    frame_mask: torch.Tensor
+    text_mask: torch.Tensor
+    alignment: torch.Tensor
+    durations: torch.Tensor
+    duration_nll: torch.Tensor | None = None
+    predicted_log_durations: torch.Tensor | None = None
+
+
+def _lengths_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """`(B,)` lengths -> `(B, max_length)` float mask."""
+    return (torch.arange(max_length, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).float()
+
+
+def _slice_segments(values: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """`values[b, :, starts[b] : starts[b] + length]` for each `b` (the caller pads `values` to be long enough)."""
+    indices = starts.view(-1, 1, 1) + torch.arange(length, device=values.device).view(1, 1, -1)
+    return torch.gather(values, 2, indices.expand(values.shape[0], values.shape[1], length))
+
+
+def _pad_to(values: torch.Tensor, length: int, value: float = 0.0) -> torch.Tensor:
+    return (
+        nn.functional.pad(values, (0, length - values.shape[-1]), value=value) if values.shape[-1] < length else values
+    )
+
+
+class VitsForTraining(nn.Module):
+    """Wraps a `VitsModel` with the VITS training forward pass.
+
+    Args:
+        vits (`VitsModel`): the model being trained (`.vits`); its parameters are this module's parameters.
+        segment_size (`int`): latent frames decoded per utterance and step (32 frames = 8192 samples at hop 256).
+    """
+
+    def __init__(self, vits: VitsModel, segment_size: int):
+        super().__init__()
+        if segment_size < 1:
+            raise ValueError(f"segment_size must be positive, not {segment_size}")
+        self.vits = vits
+        self.segment_size = segment_size
+        self.spectrogram_config = SpectrogramConfig.from_model_config(vits.config)
+
+    def _speaker_embeddings(self, speaker_id: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        config = self.vits.config
+        if config.num_speakers <= 1:
+            return None
+        if speaker_id is None:
+            raise ValueError(f"The model has {config.num_speakers} speakers: the batch needs a speaker_id")
+        speaker_id = torch.as_tensor(speaker_id, device=self.vits.device).long().reshape(-1).expand(batch_size)
+        if bool(((speaker_id < 0) | (speaker_id >= config.num_speakers)).any()):
+            raise ValueError(f"speaker_id {speaker_id.tolist()} outside 0..{config.num_speakers - 1}")
+        return self.vits.embed_speaker(speaker_id).unsqueeze(-1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        waveform: torch.Tensor,
+        waveform_lengths: torch.Tensor,
+        log_mel: torch.Tensor,
+        mel_lengths: torch.Tensor,
+        speaker_id: torch.Tensor | None = None,
+        **_,
+    ) -> VitsTrainingOutput:
+        """One training forward pass on a `VitsDataCollator` batch (extra batch keys are ignored).
+
+        Args:
+            input_ids, attention_mask (`(B, N)`); waveform (`(B, T * hop)`); waveform_lengths (`(B,)`);
+            log_mel (`(B, num_mel_bins, T)`); mel_lengths (`(B,)`, frames); speaker_id (`(B,)`, *optional*).
+        """
+        vits, hop, segment = self.vits, self.spectrogram_config.hop_length, self.segment_size
+        batch_size = input_ids.shape[0]
+        num_frames = log_mel.shape[-1]
+        if waveform.shape[-1] < num_frames * hop:
+            raise ValueError(
+                f"waveform has {waveform.shape[-1]} samples, fewer than the log_mel's {num_frames} frames x hop {hop}"
+            )
+        waveform = waveform[:, : num_frames * hop].float()
+        mel_lengths = torch.minimum(mel_lengths.long(), waveform_lengths.long() // hop)
+        speaker_embeddings = self._speaker_embeddings(speaker_id, batch_size)
+
+        # Text encoder: prior mean and log-std per token.
+        mask_dtype = vits.text_encoder.embed_tokens.weight.dtype
+        text_padding = attention_mask.unsqueeze(-1).to(mask_dtype)
+        encoded = vits.text_encoder(input_ids=input_ids, padding_mask=text_padding, attention_mask=attention_mask)
+        hidden_states = encoded.last_hidden_state.transpose(1, 2)  # (B, H, N)
+        prior_means = encoded.prior_means.transpose(1, 2)  # (B, C, N)
+        prior_log_stddev = encoded.prior_log_variances.transpose(1, 2)  # VITS's logs_p: a log standard deviation
+        text_mask = text_padding.transpose(1, 2)  # (B, 1, N)
+
+        # Posterior encoder on the linear spectrogram of the recording (a fixed function of the data: no grad).
+        frame_mask = _lengths_mask(mel_lengths, num_frames).unsqueeze(1).to(mask_dtype)  # (B, 1, T)
+        with torch.no_grad():
+            spectrogram = linear_spectrogram(waveform, self.spectrogram_config)[..., :num_frames]
+        latents, _, posterior_log_stddev = vits.posterior_encoder(spectrogram, frame_mask, speaker_embeddings)
+        prior_latents = vits.flow(latents, frame_mask, speaker_embeddings)
+
+        # Monotonic alignment search on the prior log-likelihood of z_p -> durations.
+        with torch.no_grad():
+            log_likelihood = prior_log_likelihood(prior_latents, prior_means, prior_log_stddev)
+            alignment = monotonic_alignment(log_likelihood, attention_mask, frame_mask[:, 0])
+        durations = durations_from_alignment(alignment)
+
+        duration_nll = predicted_log_durations = None
+        if vits.config.use_stochastic_duration_prediction:
+            duration_nll = vits.duration_predictor(
+                hidden_states,
+                text_mask,
+                speaker_embeddings,
+                durations=durations.to(hidden_states.dtype),
+                reverse=False,
+            )
+        else:
+            predicted_log_durations = vits.duration_predictor(hidden_states, text_mask, speaker_embeddings)
+
+        # The text prior expanded to frames along the alignment: (B, C, N) @ (B, N, T).
+        alignment_float = alignment.to(prior_means.dtype)
+        prior_means_frames = torch.matmul(prior_means, alignment_float)
+        prior_log_stddev_frames = torch.matmul(prior_log_stddev, alignment_float)
+
+        # A random segment per utterance within its length; clips shorter than a segment start at 0 and are padded.
+        max_start = (mel_lengths - segment + 1).clamp_min(1)
+        starts = (torch.rand(batch_size, device=latents.device) * max_start).long()
+        padded_frames = max(num_frames, segment)
+        latent_segments = _slice_segments(_pad_to(latents, padded_frames), starts, segment)
+        segment_frame_mask = _lengths_mask(mel_lengths - starts, segment).unsqueeze(1)  # (B, 1, S)
+        segment_sample_mask = segment_frame_mask.repeat_interleave(hop, dim=2)  # (B, 1, S * hop)
+        target_waveform = _slice_segments(
+            _pad_to(waveform.unsqueeze(1), padded_frames * hop), starts * hop, segment * hop
+        )
+        silence = float(torch.log(torch.tensor(LOG_MEL_FLOOR)))
+        target_log_mel = _slice_segments(_pad_to(log_mel.float(), padded_frames, silence), starts, segment)
+
+        generated_waveform = vits.decoder(latent_segments, speaker_embeddings)
+        # Past the end of a short clip the target is silence; the decoded padding is cut the same way.
+        generated_waveform = generated_waveform * segment_sample_mask.to(generated_waveform.dtype)
+        generated_log_mel = log_mel_spectrogram(generated_waveform.squeeze(1), self.spectrogram_config)
+
+        return VitsTrainingOutput(
+            generated_waveform=generated_waveform,
+            target_waveform=target_waveform * segment_sample_mask,
+            generated_log_mel=generated_log_mel,
+            target_log_mel=target_log_mel,
+            segment_frame_mask=segment_frame_mask,
+            segment_sample_mask=segment_sample_mask,
+            segment_starts=starts,
+            prior_latents=prior_latents,
+            posterior_log_stddev=posterior_log_stddev,
+            prior_means=prior_means_frames,
+            prior_log_stddev=prior_log_stddev_frames,
+            frame_mask=frame_mask,
+            text_mask=text_mask,
+            alignment=alignment,
+            durations=durations,
+            duration_nll=duration_nll,
+            predicted_log_durations=predicted_log_durations,
+        )
+
+
+def decoder_weight_norm_layers(vits: VitsModel) -> list[nn.Module]:
+    """The decoder layers VITS trains with weight norm: the upsamplers and every residual-block convolution."""
+    layers = list(vits.decoder.upsampler)
+    for block in vits.decoder.resblocks:
+        layers.extend(block.convs1)
+        layers.extend(block.convs2)
+    return layers
+
+
+def apply_decoder_weight_norm(vits: VitsModel) -> None:
+    """Weight norm (parametrized) on the decoder layers that lack it; a no-op when already applied."""
+    for layer in decoder_weight_norm_layers(vits):
+        if not parametrize.is_parametrized(layer, "weight"):
+            weight_norm(layer)
+
+
+def remove_decoder_weight_norm(vits: VitsModel) -> None:
+    """Fold the decoder's weight norm back into plain weights (transformers' `remove_weight_norm` fails in 5.x)."""
+    for layer in decoder_weight_norm_layers(vits):
+        if parametrize.is_parametrized(layer, "weight"):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+FREEZABLE_SUBMODULES = {
+    "freeze_text_encoder": "text_encoder",
+    "freeze_duration_predictor": "duration_predictor",
+    "freeze_posterior_encoder": "posterior_encoder",
+    "freeze_flow": "flow",
+    "freeze_decoder": "decoder",
+}
+
+
+def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
+    """Put weight norm on the decoder, freeze the submodules `model_args` names, and switch to train mode.
+
+    Args:
+        vits (`VitsModel`): modified in place and returned.
+        model_args (`ModelArguments`, *optional*): its `freeze_*` flags; nothing is frozen when `None`.
+
+    Raises:
+        `ValueError` when every parameter ends up frozen.
+    """
+    apply_decoder_weight_norm(vits)
+    for flag, submodule in FREEZABLE_SUBMODULES.items():
+        if model_args is not None and getattr(model_args, flag, False):
+            for parameter in getattr(vits, submodule).parameters():
+                parameter.requires_grad_(False)
+    if not any(parameter.requires_grad for parameter in vits.parameters()):
+        raise ValueError("Every submodule is frozen: nothing left to train")
+    return vits.train()
+
+
+def inference_state_dict(vits: VitsModel) -> dict[str, torch.Tensor]:
+    """`vits.state_dict()` with each weight-normed decoder layer's weight materialized as a plain `weight`."""
+    state = vits.state_dict()
+    for name, module in vits.decoder.named_modules():
+        if module in decoder_weight_norm_layers(vits) and parametrize.is_parametrized(module, "weight"):
+            prefix = f"decoder.{name}."
+            for key in [key for key in state if key.startswith(prefix + "parametrizations.weight.")]:
+                del state[key]
+            state[prefix + "weight"] = module.weight.detach()
+    return state
+
+
+def save_for_inference(vits: VitsModel, folder: str, **save_pretrained_kwargs) -> None:
+    """Save a copy of `vits` without the training-time decoder weight norm: a plain `VitsModel` folder.
+
+    The training model is left untouched (its weight-norm parameters are what the optimizer holds). The WaveNet
+    layers' parametrized weight norm is part of the stock model and is kept.
+    """
+    # A fresh model rather than copy.deepcopy: a deep copy shares the parametrized class of each layer with the
+    # original, and removing the parametrization from the copy deletes the original's `weight` property too.
+    inference_model = VitsModel(vits.config)
+    inference_model.load_state_dict(inference_state_dict(vits), strict=True)
+    inference_model.to(dtype=next(vits.parameters()).dtype).eval()
+    inference_model.save_pretrained(folder, **save_pretrained_kwargs)
