@@ -1,0 +1,388 @@
+"""`VitsTrainer`: the `transformers.Trainer` that fine-tunes a `VitsForTraining` with its discriminator.
+
+What it changes in `Trainer`, and why:
+    - `training_step`: the generator's forward, loss and backward, then the discriminator's own update on the
+      detached generated audio, with its own AdamW optimizer and schedule prepared by the trainer's accelerator
+      (DDP, mixed precision). While the generator's adversarial terms are computed the discriminator's weights do not
+      require grad, so the generator's backward leaves the discriminator's gradients untouched (`None`).
+    - `compute_loss` / `prediction_step` / `evaluation_loop` / `log`: the loss components (`mel`, `kl`, `duration`,
+      `generator`, `feature_matching`, `amplitude`, `l2sp`, `discriminator`, ...) are summed on the device and
+      averaged over the logging window (training) or the eval split (`eval_` prefix), reduced over processes once per
+      log: no host sync per step.
+    - Checkpoints: `checkpoint-N` is a `VitsModel` folder (`save_for_inference`: training-time weight norm removed)
+      with the tokenizer and the discriminator, so `VitsModel.from_pretrained` and `pipeline("text-to-speech")` load
+      it. Its `training_state/` subfolder holds what exact resume needs and a plain model folder cannot: the
+      training module's weights as trained (weight-norm parametrized), the discriminator's, its optimizer, schedule
+      and gradient scaler, and the step plan of `--target_hours`. Resume and `load_best_model_at_end` read it.
+    - `create_scheduler`: also creates the discriminator's optimizer and schedule (the only point where the number of
+      steps is known and the generator is prepared), and follows the `--target_hours` plan (`replan`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import warnings
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+from transformers.optimization import get_scheduler
+
+from .budget import TimeBudgetCallback
+from .discriminator import save_discriminator
+from .losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
+from .modeling import save_for_inference
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STATE_DIR = "training_state"
+TRAINING_MODEL_WEIGHTS = "training_model.safetensors"
+DISCRIMINATOR_TRAINING_WEIGHTS = "discriminator_training.safetensors"
+DISCRIMINATOR_OPTIMIZER = "discriminator_optimizer.pt"
+DISCRIMINATOR_SCHEDULER = "discriminator_scheduler.pt"
+DISCRIMINATOR_SCALER = "discriminator_scaler.pt"
+PLAN_FILE = "plan.json"
+# `max_steps` while `--target_hours` times the first steps: an upper bound, lowered by the plan
+PROVISIONAL_MAX_STEPS = 10_000_000
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Turn `requires_grad` off for `module`'s parameters inside the block (restored on exit).
+
+    Gradients still flow through the module to its inputs; none reach its own weights.
+    """
+    parameters = list(module.parameters())
+    flags = [parameter.requires_grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in zip(parameters, flags):
+            parameter.requires_grad_(flag)
+
+
+class VitsTrainer(Trainer):
+    """A `Trainer` for `VitsForTraining`, with an optional discriminator and the VITS objectives.
+
+    Args:
+        model (`VitsForTraining`): the training module (its `.vits` is the `VitsModel`).
+        args (`VitsTrainingArguments`): training arguments, including the loss weights and `--target_hours`.
+        discriminator (`VitsDiscriminator`, *optional*): trained alongside; `None` trains without adversarial terms.
+        l2sp (`L2SPReference`, *optional*): the snapshot of the starting weights of `model.vits`, for `--l2sp_weight`.
+        loss_weights (`LossWeights`, *optional*): defaults to `LossWeights.from_training_args(args)`.
+        budget_started_at (`float`, *optional*): `time.monotonic()` value `--target_hours` counts from (e.g. the
+            start of the script, so that preprocessing counts); the start of training when `None`.
+        **kwargs: passed to `Trainer` (`train_dataset`, `eval_dataset`, `data_collator`, `processing_class`,
+            `callbacks`, ...).
+    """
+
+    def __init__(
+        self,
+        model,
+        args,
+        discriminator=None,
+        l2sp: L2SPReference | None = None,
+        loss_weights: LossWeights | None = None,
+        budget_started_at: float | None = None,
+        **kwargs,
+    ):
+        self.loss_weights = loss_weights or LossWeights.from_training_args(args)
+        if self.loss_weights.l2sp > 0 and l2sp is None:
+            raise ValueError("--l2sp_weight > 0 needs an L2SPReference of the starting weights (l2sp=...)")
+        self.discriminator = discriminator
+        self.l2sp = l2sp
+        self.discriminator_optimizer = None
+        self.discriminator_lr_scheduler = None
+        self._discriminator_wrapped = None
+        self._metric_sums = {"train": {}, "eval": {}}
+        self._metric_counts = {"train": {}, "eval": {}}
+        self._planned_max_steps: int | None = None
+        max_steps_cap = args.max_steps if args.max_steps > 0 else None
+        if args.target_hours is not None and args.max_steps <= 0:
+            # the epoch loop is sized from max_steps before the plan exists: give it an upper bound
+            args.max_steps = PROVISIONAL_MAX_STEPS
+        super().__init__(model=model, args=args, **kwargs)
+        if discriminator is not None:
+            discriminator.to(self.args.device)
+        self.budget: TimeBudgetCallback | None = None
+        if args.target_hours is not None:
+            self.budget = TimeBudgetCallback(
+                target_hours=args.target_hours,
+                timing_steps=args.target_hours_timing_steps,
+                replan=self.replan,
+                eval_batches=self._eval_batches(),
+                max_steps_cap=max_steps_cap,
+                already_planned=lambda: self._planned_max_steps is not None,
+                started_at=budget_started_at,
+            )
+            self.add_callback(self.budget)
+
+    def _eval_batches(self) -> int:
+        if self.eval_dataset is None or self.args.eval_strategy == "no":
+            return 0
+        per_step = self.args.per_device_eval_batch_size * max(1, self.args.world_size)
+        return math.ceil(len(self.eval_dataset) / per_step)
+
+    # -- loss components ------------------------------------------------------------------------------------------
+
+    def _record(self, mode: str, components: dict[str, torch.Tensor]) -> None:
+        """Add detached components to the window's on-device sums (no host sync)."""
+        sums, counts = self._metric_sums[mode], self._metric_counts[mode]
+        for name, value in components.items():
+            value = value.detach().float()
+            sums[name] = sums[name] + value if name in sums else value
+            counts[name] = counts.get(name, 0) + 1
+
+    def _reduce_metrics(self, mode: str) -> dict[str, float]:
+        """Means of the recorded components over the window and all processes; resets the window.
+
+        Every process must call it at the same point (it is a collective under DDP); they record the same names.
+        """
+        sums, counts = self._metric_sums[mode], self._metric_counts[mode]
+        names = sorted(sums)
+        if not names:
+            return {}
+        packed = torch.stack(
+            [torch.stack([sums[name], torch.tensor(float(counts[name]), device=sums[name].device)]) for name in names]
+        )
+        if self.accelerator.num_processes > 1:
+            packed = self.accelerator.reduce(packed, reduction="sum")
+        self._metric_sums[mode], self._metric_counts[mode] = {}, {}
+        return {name: total / count for name, (total, count) in zip(names, packed.tolist())}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The generator's loss (`generator_objective`); its components are recorded for logging.
+
+        The discriminator's weights are frozen while it scores the generated audio (see `frozen`).
+        """
+        mode = "train" if model.training else "eval"
+        outputs = model(**inputs)
+        discriminator_context = (
+            frozen(self.discriminator) if self.discriminator is not None else contextlib.nullcontext()
+        )
+        # the unwrapped discriminator: its DDP wrapper would wait for gradients that frozen weights never get;
+        # autocast by hand, as accelerate only adds it to the forward of the modules it prepared
+        with discriminator_context as discriminator, self.accelerator.autocast():
+            loss, components = generator_objective(
+                outputs,
+                self.loss_weights,
+                discriminator=discriminator,
+                l2sp=self.l2sp,
+                model=self.model.vits if self.l2sp is not None else None,
+            )
+        self._record(mode, components)
+        return (loss, outputs) if return_outputs else loss
+
+    # -- training -------------------------------------------------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Generator forward + backward, then the discriminator's update on the same (detached) generated audio."""
+        model.train()  # evaluation and the callbacks' synthesis put it in eval mode
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        # a per-batch mean: scale it for gradient accumulation as Trainer does
+        loss = loss / self.current_gradient_accumulation_steps
+        self.accelerator.backward(loss)
+        if self.discriminator is not None:
+            self._discriminator_step(outputs)
+        return loss.detach()
+
+    def _discriminator_step(self, outputs) -> None:
+        discriminator = self._discriminator_wrapped
+        discriminator.train()
+        sync = self.accelerator.sync_gradients
+        # accumulate like the generator: reduce and step only on the last micro-batch of an accumulation window
+        with contextlib.nullcontext() if sync else self.accelerator.no_sync(discriminator):
+            loss, components = discriminator_objective(discriminator, outputs)
+            loss = loss / self.current_gradient_accumulation_steps
+            scaler = self.discriminator_optimizer.scaler
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                self.accelerator.backward(loss)
+        if sync:
+            self.discriminator_optimizer.step()
+            if not self.discriminator_optimizer.step_was_skipped:
+                self.discriminator_lr_scheduler.step()
+            # set_to_none: the next window starts from no gradient, and unscaling by the generator's clipping
+            # (accelerate unscales every prepared optimizer) finds nothing to touch
+            self.discriminator_optimizer.optimizer.zero_grad(set_to_none=True)
+        self._record("train", components)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The generator's schedule, then the discriminator's optimizer and schedule, for the planned steps."""
+        if self._planned_max_steps is not None:
+            # a resumed --target_hours run keeps the plan it was started with
+            num_training_steps = self._planned_max_steps
+            self.state.max_steps = num_training_steps
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.discriminator is not None and self.discriminator_optimizer is None:
+            args = self.args
+            discriminator_optimizer = torch.optim.AdamW(
+                self.discriminator.parameters(),
+                lr=args.discriminator_learning_rate or args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
+                weight_decay=args.weight_decay,
+            )
+            self._discriminator_wrapped, self.discriminator_optimizer = self.accelerator.prepare(
+                self.discriminator, discriminator_optimizer
+            )
+            if self.discriminator_optimizer.scaler is not None:
+                # fp16: a scaler of its own. With the generator's, the discriminator's step would update the loss
+                # scale between the generator's backward and its unscaling.
+                self.discriminator_optimizer.scaler = torch.amp.GradScaler(self.args.device.type)
+            self.discriminator_lr_scheduler = self._schedule(self.discriminator_optimizer, num_training_steps, 0)
+        return scheduler
+
+    def _schedule(self, optimizer, num_training_steps: int, current_step: int):
+        """`args.lr_scheduler_type` planned for `num_training_steps`, positioned at `current_step`."""
+        scheduler = get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer=optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+            num_training_steps=num_training_steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+        )
+        if current_step > 0:
+            # the schedules are closed-form in the step (LambdaLR): jump to it
+            scheduler.last_epoch = current_step - 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+        return scheduler
+
+    def replan(self, max_steps: int) -> None:
+        """Train for `max_steps` steps in all: both learning-rate schedules are re-planned for that many steps."""
+        self._planned_max_steps = max_steps
+        self.state.max_steps = max_steps
+        step = self.state.global_step
+        self.lr_scheduler = self._schedule(self.optimizer, max_steps, step)
+        self.callback_handler.lr_scheduler = self.lr_scheduler
+        if self.discriminator_optimizer is not None:
+            self.discriminator_lr_scheduler = self._schedule(self.discriminator_optimizer, max_steps, step)
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The training losses on an eval batch (no gradient); the discriminator's loss too."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            if self.discriminator is not None:
+                self.discriminator.eval()
+                with self.accelerator.autocast():
+                    _, components = discriminator_objective(self.discriminator, outputs)
+                self._record("eval", components)
+        return loss.detach(), None, None
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Trainer's loop, then the components averaged over the split (`eval_mel`, ...) added to its metrics."""
+        self._metric_sums["eval"], self._metric_counts["eval"] = {}, {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output.metrics.update(
+            {f"{metric_key_prefix}_{name}": value for name, value in self._reduce_metrics("eval").items()}
+        )
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the training window's loss components to a training log (the one with `loss`)."""
+        if "loss" in logs:
+            logs.update(self._reduce_metrics("train"))
+        super().log(logs, start_time)
+
+    # -- saving and loading ---------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """A folder `VitsModel.from_pretrained` and `pipeline("text-to-speech")` load, with tokenizer and discriminator."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        logger.info(f"Saving model to {output_dir}")
+        save_for_inference(self.model.vits, output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        if self.discriminator is not None:
+            save_discriminator(self.discriminator, output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint (model folder, optimizer, scheduler, scaler, RNG, state) plus `training_state/`."""
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        checkpoint = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+        folder = os.path.join(checkpoint, TRAINING_STATE_DIR)
+        os.makedirs(folder, exist_ok=True)
+        save_file(_contiguous(self.model.state_dict()), os.path.join(folder, TRAINING_MODEL_WEIGHTS))
+        with open(os.path.join(folder, PLAN_FILE), "w") as handle:
+            json.dump({"planned_max_steps": self._planned_max_steps}, handle)
+        if self.discriminator is None:
+            return
+        save_file(_contiguous(self.discriminator.state_dict()), os.path.join(folder, DISCRIMINATOR_TRAINING_WEIGHTS))
+        if self.args.save_only_model or self.discriminator_optimizer is None:
+            return
+        torch.save(self.discriminator_optimizer.state_dict(), os.path.join(folder, DISCRIMINATOR_OPTIMIZER))
+        torch.save(self.discriminator_lr_scheduler.state_dict(), os.path.join(folder, DISCRIMINATOR_SCHEDULER))
+        if self.discriminator_optimizer.scaler is not None:
+            torch.save(self.discriminator_optimizer.scaler.state_dict(), os.path.join(folder, DISCRIMINATOR_SCALER))
+
+    def _load_training_weights(self, checkpoint: str) -> None:
+        """The generator's and the discriminator's weights exactly as trained (strict)."""
+        folder = os.path.join(checkpoint, TRAINING_STATE_DIR)
+        path = os.path.join(folder, TRAINING_MODEL_WEIGHTS)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} is missing: {checkpoint} is not a checkpoint written by VitsTrainer (to start from a model "
+                "folder, pass it as --model_name_or_path instead of resuming from it)"
+            )
+        self.model.load_state_dict(load_file(path, device="cpu"), strict=True)
+        if self.discriminator is not None:
+            path = os.path.join(folder, DISCRIMINATOR_TRAINING_WEIGHTS)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} is missing: was {checkpoint} trained with --discriminator none?")
+            self.discriminator.load_state_dict(load_file(path, device="cpu"), strict=True)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        self._load_training_weights(resume_from_checkpoint)
+        plan_path = os.path.join(resume_from_checkpoint, TRAINING_STATE_DIR, PLAN_FILE)
+        if os.path.isfile(plan_path):
+            with open(plan_path) as handle:
+                self._planned_max_steps = json.load(handle)["planned_max_steps"]
+
+    def _load_best_model(self) -> None:
+        logger.info(f"Loading the best model from {self.state.best_model_checkpoint} (score {self.state.best_metric})")
+        self._load_training_weights(self.state.best_model_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.discriminator_optimizer is None:
+            return
+        folder = os.path.join(checkpoint, TRAINING_STATE_DIR)
+        for name in (DISCRIMINATOR_OPTIMIZER, DISCRIMINATOR_SCHEDULER):
+            if not os.path.isfile(os.path.join(folder, name)):
+                raise FileNotFoundError(f"{os.path.join(folder, name)} is missing: cannot resume the discriminator")
+        self.discriminator_optimizer.load_state_dict(
+            torch.load(os.path.join(folder, DISCRIMINATOR_OPTIMIZER), map_location="cpu", weights_only=True)
+        )
+        self.discriminator_lr_scheduler.load_state_dict(
+            torch.load(os.path.join(folder, DISCRIMINATOR_SCHEDULER), weights_only=True)
+        )
+        scaler_path = os.path.join(folder, DISCRIMINATOR_SCALER)
+        if self.discriminator_optimizer.scaler is not None and os.path.isfile(scaler_path):
+            self.discriminator_optimizer.scaler.load_state_dict(torch.load(scaler_path, weights_only=True))
+
+
+def _contiguous(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses non-contiguous and shared tensors: save independent contiguous copies
+    return {name: tensor.detach().contiguous().clone().cpu() for name, tensor in state_dict.items()}

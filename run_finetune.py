@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Fine-tune a VITS / MMS-TTS model (`transformers.VitsModel`) on your recordings.
+
+    accelerate launch run_finetune.py configs/demo.json          # the bundled demo, about two minutes on CPU
+    python run_finetune.py configs/demo.json                     # the same, one process
+    accelerate launch run_finetune.py configs/mms_kmr_common_voice.json
+    python run_finetune.py --model_name_or_path facebook/mms-tts-kmr-script_latin --dataset_name <folder> \\
+        --output_dir outputs/kmr --max_steps 2000 --eval_strategy steps --eval_steps 200 --save_steps 200
+    python run_finetune.py configs/mms_kmr_common_voice.json --preprocessing_only   # build the feature cache once
+
+Arguments: one JSON or YAML file, or flags (`--help`); `recipe/config.py` documents them all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import datasets
+import transformers
+from transformers import HfArgumentParser, VitsConfig, VitsModel, VitsTokenizer, set_seed
+
+from recipe.audio import SpectrogramConfig
+from recipe.callbacks import (
+    AmplitudeMonitorCallback,
+    AudioSamplesCallback,
+    ProgressCallback,
+    reference_rms_from_dataset,
+)
+from recipe.collator import VitsDataCollator
+from recipe.config import DataArguments, ModelArguments, VitsTrainingArguments
+from recipe.data import prepare_datasets
+from recipe.discriminator import DiscriminatorConfig, load_discriminator
+from recipe.losses import L2SPReference
+from recipe.modeling import VitsForTraining, prepare_for_training
+from recipe.trainer import VitsTrainer
+
+logger = logging.getLogger("run_finetune")
+
+# IPA letters and stress / length marks: a vocabulary holding them is a phoneme vocabulary (phonemize=True)
+_IPA_RANGES = ((0x0250, 0x02AF), (0x02C8, 0x02C8), (0x02CC, 0x02CC), (0x02D0, 0x02D1))
+# Sentences the amplitude monitor and the TensorBoard samples synthesize when none are given: eval texts
+_NUM_MONITOR_TEXTS = 3
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """`(ModelArguments, DataArguments, VitsTrainingArguments)` from one JSON / YAML file or from flags."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, VitsTrainingArguments))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def is_phoneme_vocabulary(vocabulary) -> bool:
+    return any(low <= ord(char) <= high for token in vocabulary for char in token for low, high in _IPA_RANGES)
+
+
+def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
+    """The model's `VitsTokenizer`; `phonemize` is turned off for a character vocabulary (every MMS model).
+
+    `VitsTokenizer` defaults to `phonemize=True`, which needs espeak and produces IPA symbols an MMS character
+    vocabulary does not hold: every letter would be dropped.
+    """
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    if name is None:
+        raise ValueError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
+    tokenizer = VitsTokenizer.from_pretrained(name, revision=model_args.model_revision, token=model_args.token)
+    if tokenizer.phonemize and not is_phoneme_vocabulary(tokenizer.get_vocab()):
+        logger.info(f"{name}: character vocabulary, so the text is not phonemized (phonemize=False)")
+        tokenizer.phonemize = False
+    return tokenizer
+
+
+def load_model_config(model_args: ModelArguments) -> VitsConfig:
+    if model_args.model_name_or_path is not None:
+        return VitsConfig.from_pretrained(
+            model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
+        )
+    if model_args.config_name is not None:
+        if not os.path.isfile(model_args.config_name):
+            raise FileNotFoundError(f"--config_name {model_args.config_name}: no such VitsConfig JSON file")
+        return VitsConfig.from_json_file(model_args.config_name)
+    raise ValueError("Give --model_name_or_path (a VitsModel to fine-tune) or --config_name (a VitsConfig JSON)")
+
+
+def load_model(model_args: ModelArguments, config: VitsConfig) -> VitsModel:
+    if model_args.model_name_or_path is not None:
+        return VitsModel.from_pretrained(
+            model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
+        )
+    logger.info(f"Building a randomly initialized VitsModel from {model_args.config_name}")
+    return VitsModel(config)
+
+
+def load_discriminator_config(model_args: ModelArguments) -> DiscriminatorConfig | None:
+    name = model_args.discriminator_config_name
+    if name is None:
+        return None
+    if model_args.discriminator != "random":
+        raise ValueError(
+            f"--discriminator_config_name describes a fresh discriminator; --discriminator is {model_args.discriminator!r}"
+        )
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"--discriminator_config_name {name}: no such JSON file")
+    with open(name) as handle:
+        fields = json.load(handle)
+    try:
+        return DiscriminatorConfig(**fields)
+    except TypeError as error:
+        raise ValueError(f"{name}: not a DiscriminatorConfig ({error})") from error
+
+
+def check_vocabulary(tokenizer, config: VitsConfig) -> None:
+    largest_id = max(tokenizer.get_vocab().values())
+    if largest_id >= config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has ids up to {largest_id} but the model's vocab_size is {config.vocab_size}: "
+            "they do not belong together (check --tokenizer_name)"
+        )
+
+
+def hours_of_audio(dataset, sampling_rate: int) -> float:
+    return sum(dataset["waveform_length"]) / sampling_rate / 3600
+
+
+def build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate: int) -> list:
+    callbacks = [ProgressCallback()]
+    if eval_dataset is None or training_args.eval_strategy == "no":
+        return callbacks
+    texts = training_args.amplitude_monitor_texts or list(eval_dataset["text"][:_NUM_MONITOR_TEXTS])
+    callbacks.append(
+        AmplitudeMonitorCallback(
+            tokenizer,
+            texts,
+            reference_rms=reference_rms_from_dataset(eval_dataset),
+            warning_ratio=training_args.amplitude_warning_ratio,
+            critical_ratio=training_args.amplitude_critical_ratio,
+            patience=training_args.amplitude_patience,
+            sampling_rate=sampling_rate,
+        )
+    )
+    if "tensorboard" in training_args.report_to:
+        callbacks.append(AudioSamplesCallback(tokenizer, texts, sampling_rate=sampling_rate))
+    return callbacks
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the recipe; returns the final metrics (train, eval) as a dict."""
+    started_at = time.monotonic()
+
+    # 1. Arguments and logging
+    model_args, data_args, training_args = parse_arguments(argv)
+    push_to_hub = training_args.push_to_hub
+    if push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (owner/name)")
+    # the Hub upload is this script's (model, tokenizer, card), not Trainer's (which would also send checkpoints)
+    training_args.push_to_hub = False
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    for name in ("run_finetune", "recipe"):
+        logging.getLogger(name).setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")
+    set_seed(training_args.seed)
+
+    # 2. Tokenizer and model configuration (enough to build the features)
+    tokenizer = load_tokenizer(model_args)
+    config = load_model_config(model_args)
+    check_vocabulary(tokenizer, config)
+
+    # 3. Features: built once by the main process, read from the Arrow cache by the others
+    with training_args.main_process_first(desc="dataset preprocessing"):
+        splits, data_report = prepare_datasets(data_args, tokenizer, config, training_args.output_dir)
+    train_dataset, eval_dataset = splits["train"], splits["eval"]
+    logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
+    if data_args.preprocessing_only:
+        logger.info("--preprocessing_only: the features are cached; exiting before training")
+        return {"data_report": data_report}
+
+    # 4. Model, discriminator and the reference of the starting weights
+    vits = prepare_for_training(load_model(model_args, config), model_args)
+    model = VitsForTraining(vits, segment_size=training_args.segment_size)
+    discriminator = load_discriminator(model_args.discriminator, load_discriminator_config(model_args))
+    l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
+
+    # 5. Trainer
+    sampling_rate = config.sampling_rate
+    trainer = VitsTrainer(
+        model=model,
+        args=training_args,
+        discriminator=discriminator,
+        l2sp=l2sp,
+        budget_started_at=started_at,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        data_collator=VitsDataCollator(
+            SpectrogramConfig.from_model_config(config), pad_token_id=tokenizer.pad_token_id
+        ),
+        processing_class=tokenizer,
+        callbacks=build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate),
+    )
+
+    # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in {"true", "last"}:
+        resume = True
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    metrics = dict(train_result.metrics)
+    metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
+    if trainer.budget is not None:
+        metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    # 7. Final evaluation of the saved weights
+    if trainer.eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    # 8. Hub: model, tokenizer and card (and the discriminator with --hub_include_discriminator)
+    if push_to_hub and trainer.is_world_process_zero():
+        push(trainer, model_args, data_args, training_args, metrics)
+    return metrics
+
+
+def push(trainer, model_args, data_args, training_args, metrics: dict) -> None:
+    from recipe.hub import build_model_card, push_to_hub
+
+    final_losses = {
+        key[len("eval_") :]: value
+        for key, value in metrics.items()
+        if key.startswith("eval_") and key[len("eval_") :] in ProgressCallback.COMPONENTS
+    }
+    monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, AmplitudeMonitorCallback)), None)
+    amplitude = None
+    if monitor is not None and monitor.last_result is not None:
+        amplitude = {"status": monitor.last_result["status"], "last_evaluation": monitor.last_result}
+    card = build_model_card(
+        base_model=model_args.model_name_or_path or model_args.config_name,
+        dataset_name=data_args.dataset_name,
+        hours_of_audio=metrics["train_hours_of_audio"],
+        steps=trainer.state.global_step,
+        final_losses=final_losses,
+        amplitude_status=amplitude,
+        language=getattr(trainer.processing_class, "language", None),
+    )
+    repo_id = push_to_hub(
+        training_args.output_dir,
+        training_args.hub_model_id,
+        card,
+        include_discriminator=model_args.hub_include_discriminator,
+        token=training_args.hub_token or model_args.token,
+        private=bool(training_args.hub_private_repo),
+    )
+    logger.info(f"Pushed to https://huggingface.co/{repo_id}")
+
+
+if __name__ == "__main__":
+    main()

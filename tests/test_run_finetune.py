@@ -1,0 +1,136 @@
+"""`run_finetune.main()` end to end on the bundled demo data with a tiny model: train, eval, save, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import DEMO_DIR, REPO_ROOT
+from transformers import VitsModel, VitsTokenizer, pipeline
+
+from run_finetune import is_phoneme_vocabulary, main, parse_arguments
+
+TINY_CONFIG = dict(
+    vocab_size=36,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    ffn_dim=32,
+    flow_size=16,
+    spectrogram_bins=513,
+    upsample_initial_channel=16,
+    upsample_rates=[8, 8, 4],
+    upsample_kernel_sizes=[16, 16, 8],
+    resblock_kernel_sizes=[3],
+    resblock_dilation_sizes=[[1, 3]],
+    prior_encoder_num_flows=1,
+    prior_encoder_num_wavenet_layers=1,
+    posterior_encoder_num_wavenet_layers=1,
+    duration_predictor_num_flows=1,
+    duration_predictor_filter_channels=16,
+    depth_separable_num_layers=1,
+    sampling_rate=16000,
+    model_type="vits",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_files")
+    config = folder / "config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    discriminator = folder / "discriminator.json"
+    discriminator.write_text(json.dumps({"periods": [2], "period_channels": [1, 4], "scale_channels": [1, 4, 16]}))
+    return config, discriminator
+
+
+def _flags(config, discriminator, output_dir, cache_dir, *extra):
+    return [
+        "--config_name", str(config),
+        "--tokenizer_name", str(DEMO_DIR / "tiny_model"),
+        "--discriminator_config_name", str(discriminator),
+        "--dataset_name", str(DEMO_DIR / "kmr_ljspeech"),
+        "--eval_fraction", "0.125",
+        "--cache_dir", str(cache_dir),
+        "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4",
+        "--segment_size", "8",
+        "--learning_rate", "1e-3",
+        "--report_to", "tensorboard",
+        "--disable_tqdm", "true",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_main_trains_evaluates_saves_and_reloads(tiny_files, tmp_path):
+    config, discriminator = tiny_files
+    output_dir = tmp_path / "out"
+    metrics = main(
+        _flags(
+            config, discriminator, output_dir, tmp_path / "cache",
+            "--max_steps", "4", "--logging_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--save_steps", "2", "--load_best_model_at_end", "true", "--amplitude_patience", "0",
+        )
+    )  # fmt: skip
+    assert {"train_loss", "eval_loss", "eval_mel", "eval_kl", "eval_duration", "eval_discriminator"} <= set(metrics)
+    assert metrics["train_hours_of_audio"] > 0
+
+    files = set(os.listdir(output_dir))
+    assert {
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "discriminator.safetensors",
+        "trainer_state.json",
+    } <= files
+    assert {"checkpoint-2", "checkpoint-4"} <= files
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert any("mel" in entry and "loss" in entry for entry in state["log_history"])
+    # the amplitude monitor ran at each evaluation and left its figures in the log history
+    assert any("eval_amplitude_rms" in entry for entry in state["log_history"])
+    assert os.listdir(output_dir / "runs"), "TensorBoard logs are written"
+
+    model = VitsModel.from_pretrained(output_dir)
+    assert model.config.vocab_size == 36
+    tokenizer = VitsTokenizer.from_pretrained(output_dir)
+    assert not tokenizer.phonemize
+    speech = pipeline("text-to-speech", model=str(output_dir))("roj baş")
+    assert speech["audio"].size > 0 and np.isfinite(speech["audio"]).all()
+
+
+def test_preprocessing_only_builds_the_cache_and_stops(tiny_files, tmp_path):
+    config, discriminator = tiny_files
+    result = main(_flags(config, discriminator, tmp_path / "out", tmp_path / "cache", "--preprocessing_only", "true"))
+    assert set(result) == {"data_report"}
+    assert os.path.isfile(tmp_path / "out" / "data_report.json")
+    assert not os.path.exists(tmp_path / "out" / "model.safetensors")
+    assert os.listdir(tmp_path / "cache" / "vits_features")
+
+
+def test_arguments_from_a_json_file_and_the_demo_config(tmp_path):
+    model_args, data_args, training_args = parse_arguments([str(REPO_ROOT / "configs" / "demo.json")])
+    assert model_args.config_name == "demo/tiny_model/config.json"
+    assert data_args.dataset_name == "demo/kmr_ljspeech"
+    assert training_args.metric_for_best_model == "eval_mel" and training_args.greater_is_better is False
+    assert training_args.precision == "fp32"  # CPU
+    assert os.path.isfile(REPO_ROOT / model_args.config_name)
+
+
+def test_bad_arguments_fail_early_with_clear_messages(tiny_files, tmp_path):
+    config, discriminator = tiny_files
+    with pytest.raises(FileNotFoundError, match="no-such-config.json"):
+        main(_flags(tmp_path / "no-such-config.json", discriminator, tmp_path / "o", tmp_path / "c"))
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        main(_flags(config, discriminator, tmp_path / "o", tmp_path / "c", "--push_to_hub", "true"))
+    small_vocabulary = tmp_path / "small.json"
+    small_vocabulary.write_text(json.dumps({**TINY_CONFIG, "vocab_size": 10}))
+    with pytest.raises(ValueError, match="vocab_size is 10"):
+        main(_flags(small_vocabulary, discriminator, tmp_path / "o", tmp_path / "c"))
+
+
+def test_phoneme_vocabularies_are_told_apart():
+    assert is_phoneme_vocabulary(["a", "ˈ", "ə"])
+    assert not is_phoneme_vocabulary(VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model").get_vocab())

@@ -1,0 +1,243 @@
+"""VitsTrainer: logged loss components, discriminator isolation, checkpoints, exact resume, best model, time budget."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEMO_DIR, make_tiny_config
+from safetensors.torch import load_file
+from trainer_helpers import tiny_trainer
+from transformers import TrainerCallback, VitsModel, VitsTokenizer, get_scheduler, pipeline
+
+from recipe.budget import steps_that_fit
+from recipe.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
+
+GENERATOR_COMPONENTS = {"mel", "kl", "duration", "generator", "feature_matching", "amplitude", "l2sp"}
+DISCRIMINATOR_COMPONENTS = {"discriminator", "discriminator_real", "discriminator_fake"}
+
+
+def _weights(trainer) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    if trainer.discriminator is not None:
+        state.update({f"discriminator.{k}": v.detach().clone() for k, v in trainer.discriminator.state_dict().items()})
+    return state
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """4 steps with every loss term on, eval and a checkpoint every 2 steps, best model reloaded at the end."""
+    output_dir = str(tmp_path_factory.mktemp("trained"))
+    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+    trainer = tiny_trainer(
+        make_tiny_config(),
+        output_dir,
+        tokenizer=tokenizer,
+        amplitude_loss_weight=1.0,
+        l2sp_weight=1.0,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+    )
+    before = _weights(trainer)
+    trainer.train()
+    return trainer, before, output_dir
+
+
+def test_loss_components_are_logged_under_stable_names(trained):
+    trainer, _, _ = trained
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    eval_logs = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(train_logs) == 2 and len(eval_logs) >= 2
+    for entry in train_logs:
+        assert GENERATOR_COMPONENTS | DISCRIMINATOR_COMPONENTS <= set(entry)
+        assert all(math.isfinite(entry[name]) for name in GENERATOR_COMPONENTS | DISCRIMINATOR_COMPONENTS)
+    for entry in eval_logs:
+        assert {f"eval_{name}" for name in GENERATOR_COMPONENTS | DISCRIMINATOR_COMPONENTS} <= set(entry)
+    # averaged over the window, not the last step's value: the mel term is a mean of positive L1 values
+    assert train_logs[0]["mel"] > 0 and train_logs[0]["l2sp"] >= 0
+
+
+def test_both_networks_train(trained):
+    trainer, before, _ = trained
+    after = _weights(trainer)
+    changed = {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"model", "discriminator"}
+
+
+def test_checkpoints_are_loadable_models_with_training_state(trained):
+    trainer, _, output_dir = trained
+    checkpoint = os.path.join(output_dir, "checkpoint-2")
+    files = set(os.listdir(checkpoint))
+    assert {"config.json", "model.safetensors", "vocab.json", "discriminator.safetensors", "optimizer.pt"} <= files
+    assert {"scheduler.pt", "rng_state.pth", "trainer_state.json"} <= files
+    state_files = set(os.listdir(os.path.join(checkpoint, TRAINING_STATE_DIR)))
+    assert {"discriminator_optimizer.pt", "discriminator_scheduler.pt", TRAINING_MODEL_WEIGHTS} <= state_files
+
+    model = VitsModel.from_pretrained(checkpoint).eval()
+    # the inference copy has no training-time weight norm on the decoder, and equals the trained decoder
+    assert not hasattr(model.decoder.upsampler[0], "parametrizations")
+    trained_weights = load_file(os.path.join(checkpoint, TRAINING_STATE_DIR, TRAINING_MODEL_WEIGHTS))
+    g = trained_weights["vits.decoder.upsampler.0.parametrizations.weight.original0"]
+    v = trained_weights["vits.decoder.upsampler.0.parametrizations.weight.original1"]
+    torch.testing.assert_close(model.decoder.upsampler[0].weight, torch._weight_norm(v, g, 0))
+
+    speech = pipeline("text-to-speech", model=checkpoint)("roj bas")
+    assert speech["sampling_rate"] == 16000 and np.abs(speech["audio"]).max() > 0
+
+
+def test_best_model_is_reloaded_at_the_end(trained):
+    trainer, _, output_dir = trained
+    evals = {
+        entry["step"]: entry["eval_mel"]
+        for entry in trainer.state.log_history
+        if "eval_mel" in entry and "eval_loss" in entry
+    }
+    best_step = min((step for step in evals if step in (2, 4)), key=lambda step: evals[step])
+    assert trainer.state.best_model_checkpoint == os.path.join(output_dir, f"checkpoint-{best_step}")
+    saved = load_file(os.path.join(trainer.state.best_model_checkpoint, TRAINING_STATE_DIR, TRAINING_MODEL_WEIGHTS))
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
+
+
+def test_generator_backward_leaves_discriminator_gradients_untouched(tmp_path):
+    # an evaluation before training leaves the model in eval mode: training_step must switch it back
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), max_steps=2, eval_strategy="steps", eval_steps=1)
+    trainer.args.eval_on_start = True
+    seen, modes = [], []
+    original = trainer._discriminator_step
+
+    def spy(outputs):
+        # called right after the generator's backward: no discriminator gradient may exist yet
+        seen.append([parameter.grad is None for parameter in trainer.discriminator.parameters()])
+        modes.append(trainer.model.training)
+        original(outputs)
+
+    trainer._discriminator_step = spy
+    trainer.train()
+    assert len(seen) == 2 and all(all(flags) for flags in seen)
+    assert modes == [True, True], "training steps run in train mode (dropout on), even after an evaluation"
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_stop_and_resume_equals_straight_through(tmp_path):
+    config = make_tiny_config()
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2, logging_steps=1)
+    straight = tiny_trainer(config, str(tmp_path / "straight"), **common)
+    straight.train()
+
+    stopped = tiny_trainer(config, str(tmp_path / "stopped"), callbacks=[_StopAt(2)], **common)
+    stopped.train()
+    assert stopped.state.global_step == 2
+    # a fresh process would start from other weights: the checkpoint must restore everything
+    resumed = tiny_trainer(config, str(tmp_path / "stopped"), init_seed=123, **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "stopped" / "checkpoint-2"))
+
+    assert resumed.state.global_step == 4
+    expected, actual = _weights(straight), _weights(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    straight_losses = [e["loss"] for e in straight.state.log_history if "loss" in e]
+    resumed_losses = [e["loss"] for e in resumed.state.log_history if "loss" in e]
+    assert resumed_losses[-2:] == pytest.approx(straight_losses[-2:], rel=1e-5)
+
+
+def test_resume_from_a_plain_model_folder_is_refused(tmp_path):
+    config = make_tiny_config()
+    folder = tmp_path / "plain"
+    VitsModel(config).save_pretrained(folder)
+    trainer = tiny_trainer(config, str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="not a checkpoint written by VitsTrainer"):
+        trainer.train(resume_from_checkpoint=str(folder))
+
+
+# -- time budget ---------------------------------------------------------------------------------------------------
+
+
+def test_steps_that_fit():
+    assert steps_that_fit(100.0, 10.0, 2, 5.0) == 2 + 18
+    assert steps_that_fit(100.0, 10.0, 2, 5.0, reserve_seconds=10.0) == 2 + 16
+    # an evaluation of 20 s every 4 steps costs 5 s per step
+    assert steps_that_fit(100.0, 10.0, 2, 5.0, seconds_per_evaluation=20.0, eval_every=4) == 2 + 9
+    assert steps_that_fit(10.0, 50.0, 7, 5.0) == 8  # over budget: still one step of progress
+    with pytest.raises(ValueError):
+        steps_that_fit(10.0, 0.0, 0, 0.0)
+
+
+class _FakeClock(TrainerCallback):
+    """Moves a fake clock by `seconds_per_step` at each step begin (the step's duration)."""
+
+    def __init__(self, seconds_per_step):
+        self.now = 0.0
+        self.seconds_per_step = seconds_per_step
+
+    def __call__(self):
+        return self.now
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.now += (
+            self.seconds_per_step(state.global_step) if callable(self.seconds_per_step) else self.seconds_per_step
+        )
+
+
+def _budget_trainer(tmp_path, clock, **overrides):
+    # the clock callback must run before the budget callback: it is passed at construction
+    trainer = tiny_trainer(
+        make_tiny_config(),
+        str(tmp_path),
+        discriminator=False,
+        callbacks=[clock],
+        max_steps=-1,
+        target_hours=60 / 3600,
+        target_hours_timing_steps=3,
+        logging_steps=1,
+        **overrides,
+    )
+    trainer.budget.clock = clock
+    trainer.budget.started_at = 0.0
+    return trainer
+
+
+def test_time_budget_plans_max_steps_and_the_schedule(tmp_path):
+    clock = _FakeClock(5.0)
+    trainer = _budget_trainer(tmp_path, clock)
+    trainer.train()
+    # 3 timed steps (15 s), 5 s/step measured over steps 2-3, 10 s reserve: (60 - 15 - 10) / 5 = 7 more steps
+    assert trainer.budget.planned_max_steps == 10
+    assert trainer.state.max_steps == 10 and trainer.state.global_step == 10
+    assert not trainer.budget.stopped_by_budget
+    logged = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry}
+    # from step 4 on, the learning rates are those of a cosine schedule planned for 10 steps
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    reference = get_scheduler("cosine", optimizer, trainer.args.get_warmup_steps(10), 10)
+    expected = []
+    for _ in range(10):
+        expected.append(reference.get_last_lr()[0])
+        optimizer.step()
+        reference.step()
+    assert [logged[step] for step in range(4, 11)] == pytest.approx(expected[3:10], rel=1e-6)
+
+
+def test_time_budget_stops_and_saves_when_steps_get_slower(tmp_path):
+    # steps slow down from 5 s to 15 s after the plan: the deadline guard stops the run and saves
+    clock = _FakeClock(lambda step: 5.0 if step < 4 else 15.0)
+    trainer = _budget_trainer(tmp_path, clock, save_strategy="steps", save_steps=1000)
+    trainer.train()
+    assert trainer.budget.stopped_by_budget
+    assert trainer.state.global_step < trainer.budget.planned_max_steps
+    assert clock.now <= 60.0
+    assert os.path.isdir(tmp_path / f"checkpoint-{trainer.state.global_step}")

@@ -1,0 +1,83 @@
+"""Tiny synthetic features and a tiny trainer for the trainer, DDP and script tests."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+from transformers import VitsModel, set_seed
+
+from recipe.audio import SpectrogramConfig, log_mel_spectrogram
+from recipe.collator import VitsDataCollator
+from recipe.config import VitsTrainingArguments
+from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator
+from recipe.losses import L2SPReference
+from recipe.modeling import VitsForTraining, prepare_for_training
+from recipe.trainer import VitsTrainer
+
+TINY_DISCRIMINATOR = DiscriminatorConfig(periods=[2, 3], period_channels=[1, 4, 8], scale_channels=[1, 4, 16])
+
+
+def synthetic_features(config, num_clips: int = 8, seed: int = 0) -> datasets.Dataset:
+    """Cached-feature rows (the `recipe.data` columns) of noisy tones with random token ids."""
+    rng = np.random.default_rng(seed)
+    spectrogram = SpectrogramConfig.from_model_config(config)
+    rows = {name: [] for name in ("input_ids", "waveform", "log_mel", "waveform_length", "mel_length", "text")}
+    for index in range(num_clips):
+        frames = int(rng.integers(20, 40))
+        time = np.arange(frames * spectrogram.hop_length) / config.sampling_rate
+        tone = np.sin(2 * np.pi * (150 + 30 * index) * time) * (1 + 0.3 * rng.standard_normal(time.shape))
+        waveform = (0.3 * tone).astype(np.float32)
+        log_mel = log_mel_spectrogram(torch.from_numpy(waveform), spectrogram).numpy()[:, :frames].T
+        rows["input_ids"].append(rng.integers(1, 30, int(rng.integers(5, 12))).tolist())
+        rows["waveform"].append(waveform)
+        rows["log_mel"].append(log_mel)
+        rows["waveform_length"].append(len(waveform))
+        rows["mel_length"].append(frames)
+        rows["text"].append("roj bas")
+    return datasets.Dataset.from_dict(rows)
+
+
+def tiny_trainer(
+    config,
+    output_dir: str,
+    discriminator: bool = True,
+    seed: int = 0,
+    init_seed: int | None = None,
+    tokenizer=None,
+    callbacks=None,
+    **overrides,
+):
+    """A `VitsTrainer` on a freshly seeded tiny model, synthetic data and a tiny discriminator.
+
+    `init_seed` (defaults to `seed`) seeds the weights; `seed` is the training seed (data order, noise).
+    """
+    set_seed(seed if init_seed is None else init_seed)
+    vits = prepare_for_training(VitsModel(config))
+    model = VitsForTraining(vits, segment_size=8)
+    kwargs = dict(
+        output_dir=output_dir,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=2,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    args = VitsTrainingArguments(**kwargs)
+    features = synthetic_features(config)
+    return VitsTrainer(
+        model=model,
+        l2sp=L2SPReference(vits) if args.l2sp_weight > 0 else None,
+        args=args,
+        discriminator=VitsDiscriminator(TINY_DISCRIMINATOR) if discriminator else None,
+        train_dataset=features,
+        eval_dataset=features.select(range(2)),
+        data_collator=VitsDataCollator(SpectrogramConfig.from_model_config(config)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
