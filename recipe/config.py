@@ -7,6 +7,7 @@ weights, the anti-silence objectives, the amplitude monitor and the time budget)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -226,6 +227,10 @@ class VitsTrainingArguments(TrainingArguments):
         if requested is not None:
             # an explicit --fp16 / --bf16 wins over auto: a flag that is silently ignored is worse than none
             self.precision = requested
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # several processes and no GPU (`accelerate launch --multi_gpu` on CPU): without use_cpu, Trainer sets up
+            # no distributed state and each process would train alone; with it, DDP runs over gloo
+            self.use_cpu = True
         if self.precision == "auto":
             if self.use_cpu or not torch.cuda.is_available():
                 self.precision = "fp32"
