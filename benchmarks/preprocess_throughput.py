@@ -1,0 +1,320 @@
+"""Throughput of the data pipeline (`recipe.data.prepare_datasets`) against the bare decode + resample + log-mel loop.
+
+    python benchmarks/preprocess_throughput.py                         # 96 clips per format, 1 and 2 workers
+    python benchmarks/preprocess_throughput.py --num_clips 200 --output_json preprocess.json
+
+Generates `--num_clips` clips of `--clip_seconds` s in two layouts, in a temporary folder:
+    - `mp3_48k`: a Common Voice folder (`train.tsv`, `dev.tsv`, `clips/*.mp3` at 48 kHz), resampled to 16 kHz;
+    - `wav_16k`: an LJSpeech folder (`metadata.csv`, `wavs/*.wav` at 16 kHz), no resampling.
+For each layout and each number of workers it times, in the same run:
+    - `pipeline`: `prepare_datasets` from the folder to the saved Arrow feature cache (a fresh cache each time), with
+      `--preprocessing_num_workers` set to the number of workers;
+    - `bare`: only what no pipeline can skip: `recipe.audio.load_audio` (decode, mono, resample) and
+      `log_mel_spectrogram` per clip, in a loop (1 worker) or a process pool of that many workers.
+Reports clips/s, hours of audio per hour of wall time, and the pipeline / bare ratio (target: at most 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import io
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import REPO_ROOT, format_table, machine_description, peak_host_memory_mb, write_json  # noqa: E402
+
+RATIO_TARGET = 1.3
+DISTINCT_CLIPS = 8
+MODEL_SAMPLING_RATE = 16_000  # MMS-TTS models' rate: what the pipeline resamples to
+TOKENIZER_DIR = os.path.join(REPO_ROOT, "demo", "tiny_model")
+DEMO_METADATA = os.path.join(REPO_ROOT, "demo", "kmr_ljspeech", "metadata.csv")
+FORMATS = {
+    # name: (dataset_format, file sampling rate)
+    "mp3_48k": ("common_voice", 48_000),
+    "wav_16k": ("ljspeech", 16_000),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_clips", type=int, default=96, help="Clips per format (train and eval together).")
+    parser.add_argument("--clip_seconds", type=float, default=5.0, help="Duration of every generated clip.")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Worker counts to measure.")
+    parser.add_argument(
+        "--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS), help="Clip layouts to measure."
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="Time each measurement this many times (bare and pipeline alternating) and keep the fastest: other "
+        "processes on a shared machine only ever add time.",
+    )
+    parser.add_argument("--work_dir", default=None, help="Where the clips and caches go; a temporary folder if unset.")
+    parser.add_argument("--output_json", default=None, help="Also write the figures to this JSON file.")
+    args = parser.parse_args(argv)
+    if args.num_clips < 4:
+        parser.error(f"--num_clips must be at least 4 (train and eval need clips), not {args.num_clips}")
+    if args.clip_seconds <= 0.5:
+        parser.error(f"--clip_seconds must be above the pipeline's 0.5 s minimum, not {args.clip_seconds}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be positive, not {args.repeats}")
+    if any(workers < 1 for workers in args.workers):
+        parser.error(f"--workers must be positive, not {args.workers}")
+    return args
+
+
+# -- generated data ---------------------------------------------------------------------------------------------------
+
+
+def demo_sentences() -> list[str]:
+    """The bundled Kurmanji sentences: text the demo tokenizer knows, so that no clip is dropped for its text."""
+    with open(DEMO_METADATA, encoding="utf-8") as handle:
+        return [line.rstrip("\n").split("|")[1] for line in handle if line.strip()]
+
+
+def speech_like_clip(seconds: float, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A harmonic tone with a wandering pitch, syllable-rate amplitude modulation and noise (float32, peak < 1).
+
+    Compressed formats spend their time on the signal's content: pure tones or silence would decode faster than
+    speech does.
+    """
+    t = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    pitch = 120 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+    phase = 2 * np.pi * np.cumsum(pitch) / sampling_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t + rng.uniform(0, 2 * np.pi)))
+    signal = 0.25 * envelope * voiced + 0.02 * rng.standard_normal(t.shape)
+    return (0.9 * signal / np.abs(signal).max()).astype(np.float32)
+
+
+def write_clips(paths: list[str], seconds: float, sampling_rate: int, **write_kwargs) -> None:
+    """`DISTINCT_CLIPS` different signals, then copies of them: MP3 encoding (~80 ms a clip) would dominate the run."""
+    rng = np.random.default_rng(0)
+    for index, path in enumerate(paths):
+        if index < DISTINCT_CLIPS:
+            sf.write(path, speech_like_clip(seconds, sampling_rate, rng), sampling_rate, **write_kwargs)
+        else:
+            shutil.copyfile(paths[index % DISTINCT_CLIPS], path)
+
+
+def write_common_voice(folder: str, num_clips: int, seconds: float, sampling_rate: int, sentences: list[str]) -> None:
+    """`train.tsv` / `dev.tsv` (one eighth of the clips, at least one) and `clips/*.mp3`."""
+    os.makedirs(os.path.join(folder, "clips"))
+    names = [f"clip_{index:05d}.mp3" for index in range(num_clips)]
+    write_clips([os.path.join(folder, "clips", name) for name in names], seconds, sampling_rate)
+    rows = []
+    for index, name in enumerate(names):
+        rows.append({"client_id": "speaker", "path": name, "sentence": sentences[index % len(sentences)]})
+    num_dev = max(1, num_clips // 8)
+    for split, split_rows in (("train", rows[:-num_dev]), ("dev", rows[-num_dev:])):
+        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, ["client_id", "path", "sentence"], delimiter="\t")
+            writer.writeheader()
+            writer.writerows(split_rows)
+
+
+def write_ljspeech(folder: str, num_clips: int, seconds: float, sampling_rate: int, sentences: list[str]) -> None:
+    """`metadata.csv` (`id|text`) and `wavs/<id>.wav` (16-bit PCM, as LJSpeech ships)."""
+    os.makedirs(os.path.join(folder, "wavs"))
+    ids = [f"clip_{index:05d}" for index in range(num_clips)]
+    write_clips([os.path.join(folder, "wavs", f"{i}.wav") for i in ids], seconds, sampling_rate, subtype="PCM_16")
+    lines = [f"{clip_id}|{sentences[index % len(sentences)]}\n" for index, clip_id in enumerate(ids)]
+    with open(os.path.join(folder, "metadata.csv"), "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+
+
+def write_dataset(name: str, folder: str, num_clips: int, seconds: float) -> list[str]:
+    """Generate the layout `name` in `folder`; returns the audio file paths."""
+    dataset_format, sampling_rate = FORMATS[name]
+    writer = write_common_voice if dataset_format == "common_voice" else write_ljspeech
+    writer(folder, num_clips, seconds, sampling_rate, demo_sentences())
+    audio_dir = os.path.join(folder, "clips" if dataset_format == "common_voice" else "wavs")
+    return sorted(os.path.join(audio_dir, file) for file in os.listdir(audio_dir))
+
+
+# -- the two measurements -------------------------------------------------------------------------------------------
+
+
+def _one_thread_worker() -> None:
+    # as the pipeline's workers do: one process per core, no intra-op threads fighting them
+    torch.set_num_threads(1)
+
+
+def bare_features(path: str) -> int:
+    """Decode + resample + log-mel of one clip (the work no pipeline can skip); returns its number of samples."""
+    from recipe.audio import load_audio, log_mel_spectrogram
+
+    spectrogram = _spectrogram_config()
+    waveform = load_audio(path, spectrogram.sampling_rate)
+    log_mel_spectrogram(torch.from_numpy(waveform), spectrogram)
+    return len(waveform)
+
+
+@functools.lru_cache(maxsize=1)
+def _spectrogram_config():
+    """The MMS geometry (n_fft 1024, hop 256, 80 mels at 16 kHz), built once per process."""
+    from transformers import VitsConfig
+
+    from recipe.audio import SpectrogramConfig
+
+    return SpectrogramConfig.from_model_config(VitsConfig(sampling_rate=MODEL_SAMPLING_RATE))
+
+
+def time_bare(paths: list[str], workers: int) -> tuple[float, int]:
+    """Seconds for the bare loop over `paths` with `workers` processes, and the samples decoded."""
+    start = time.perf_counter()
+    if workers == 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            samples = sum(bare_features(path) for path in paths)
+        finally:
+            torch.set_num_threads(previous)
+    else:
+        # fork: the workers start from this process's imports, as datasets.map's workers do
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_one_thread_worker) as pool:
+            samples = sum(pool.map(bare_features, paths, chunksize=max(1, len(paths) // (4 * workers))))
+    return time.perf_counter() - start, samples
+
+
+def time_pipeline(folder: str, dataset_format: str, workers: int, cache_dir: str, tokenizer, model_config) -> tuple:
+    """Seconds for `prepare_datasets` on `folder` with a fresh cache, and its report."""
+    from recipe.config import DataArguments
+    from recipe.data import prepare_datasets
+
+    data_args = DataArguments(
+        dataset_name=folder,
+        dataset_format=dataset_format,
+        cache_dir=cache_dir,
+        preprocessing_num_workers=workers,
+        max_duration_in_seconds=30.0,
+    )
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    start = time.perf_counter()
+    # the pipeline prints its data report; the benchmark prints its own table instead
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, report = prepare_datasets(data_args, tokenizer, model_config, os.path.join(cache_dir, "output"))
+    return time.perf_counter() - start, report
+
+
+def measure(args: argparse.Namespace, work_dir: str) -> list[dict]:
+    import datasets
+    from transformers import VitsConfig, VitsTokenizer
+
+    datasets.disable_progress_bars()  # the benchmark prints one table; bars would interleave with it
+    tokenizer = VitsTokenizer.from_pretrained(TOKENIZER_DIR)
+    model_config = VitsConfig(sampling_rate=MODEL_SAMPLING_RATE)
+
+    rows = []
+    for name in args.formats:
+        dataset_format, file_rate = FORMATS[name]
+        folder = os.path.join(work_dir, name)
+        print(f"Generating {args.num_clips} clips of {args.clip_seconds} s ({name}) in {folder}", flush=True)
+        paths = write_dataset(name, folder, args.num_clips, args.clip_seconds)
+        # warm-up on two clips: imports, soxr and mel-filter set-up, and the page cache are paid before timing
+        time_bare(paths[:2], 1)
+        time_pipeline(folder, dataset_format, 1, os.path.join(work_dir, "cache-warmup"), tokenizer, model_config)
+        for workers in args.workers:
+            bare_times, pipeline_times = [], []
+            for _ in range(args.repeats):
+                bare_seconds, samples = time_bare(paths, workers)
+                bare_times.append(bare_seconds)
+                cache_dir = os.path.join(work_dir, f"cache-{name}")
+                pipeline_seconds, report = time_pipeline(
+                    folder, dataset_format, workers, cache_dir, tokenizer, model_config
+                )
+                pipeline_times.append(pipeline_seconds)
+            bare_seconds, pipeline_seconds = min(bare_times), min(pipeline_times)
+            kept = report["train"]["kept"] + report["eval"]["kept"]
+            if kept != len(paths):
+                raise RuntimeError(
+                    f"{name}: the pipeline kept {kept} of {len(paths)} generated clips: the comparison with the "
+                    f"bare loop would not be like for like (report: {report})"
+                )
+            audio_seconds = samples / model_config.sampling_rate
+            rows.append(
+                {
+                    "format": name,
+                    "file_sampling_rate": file_rate,
+                    "workers": workers,
+                    "clips": len(paths),
+                    "audio_seconds": audio_seconds,
+                    "bare_seconds": bare_seconds,
+                    "pipeline_seconds": pipeline_seconds,
+                    "bare_clips_per_second": len(paths) / bare_seconds,
+                    "pipeline_clips_per_second": len(paths) / pipeline_seconds,
+                    "bare_audio_hours_per_hour": audio_seconds / bare_seconds,
+                    "pipeline_audio_hours_per_hour": audio_seconds / pipeline_seconds,
+                    "pipeline_over_bare": pipeline_seconds / bare_seconds,
+                    "bare_seconds_all": bare_times,
+                    "pipeline_seconds_all": pipeline_times,
+                }
+            )
+            print(
+                f"  {name}, {workers} worker(s): pipeline {pipeline_seconds:.2f} s, bare {bare_seconds:.2f} s",
+                flush=True,
+            )
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="preprocess_throughput_")
+    try:
+        rows = measure(args, work_dir)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    results = {
+        "machine": machine_description(torch.device("cpu")),
+        "command": "python " + " ".join([os.path.relpath(__file__, REPO_ROOT), *(argv or sys.argv[1:])]),
+        "settings": {
+            "num_clips": args.num_clips,
+            "clip_seconds": args.clip_seconds,
+            "workers": args.workers,
+            "repeats": args.repeats,
+        },
+        "ratio_target": RATIO_TARGET,
+        "peak_host_memory_mb": peak_host_memory_mb(),
+        "results": rows,
+    }
+    print()
+    print(
+        format_table(
+            rows,
+            [
+                ("format", "format", ""),
+                ("workers", "workers", "d"),
+                ("clips", "clips", "d"),
+                ("pipeline_clips_per_second", "pipeline clips/s", ".1f"),
+                ("bare_clips_per_second", "bare clips/s", ".1f"),
+                ("pipeline_audio_hours_per_hour", "pipeline audio h/h", ".0f"),
+                ("bare_audio_hours_per_hour", "bare audio h/h", ".0f"),
+                ("pipeline_over_bare", "pipeline/bare", ".2f"),
+            ],
+        )
+    )
+    worst = max(row["pipeline_over_bare"] for row in rows)
+    verdict = "holds" if worst <= RATIO_TARGET else "FAILS"
+    print(f"\nTarget pipeline/bare <= {RATIO_TARGET}: {verdict} (worst {worst:.2f})")
+    write_json(results, args.output_json)
+    return results
+
+
+if __name__ == "__main__":
+    main()
