@@ -21,6 +21,7 @@ import time
 
 import datasets
 import transformers
+import yaml
 from transformers import HfArgumentParser, VitsConfig, VitsModel, VitsTokenizer, set_seed
 
 from recipe.audio import SpectrogramConfig
@@ -32,11 +33,19 @@ from recipe.callbacks import (
 )
 from recipe.collator import VitsDataCollator
 from recipe.config import DataArguments, ModelArguments, VitsTrainingArguments
+from recipe.continuation import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
 from recipe.data import prepare_datasets
 from recipe.discriminator import DiscriminatorConfig, load_discriminator
 from recipe.losses import L2SPReference
 from recipe.modeling import VitsForTraining, prepare_for_training
+from recipe.replay import mix_replay, replay_args
 from recipe.trainer import VitsTrainer
+from recipe.vocabulary import (
+    extend_text_embeddings,
+    extend_vocabulary,
+    parse_init_map,
+    prepare_embeddings_for_training,
+)
 
 logger = logging.getLogger("run_finetune")
 
@@ -47,13 +56,25 @@ _NUM_MONITOR_TEXTS = 3
 
 
 def parse_arguments(argv: list[str] | None = None):
-    """`(ModelArguments, DataArguments, VitsTrainingArguments)` from one JSON / YAML file or from flags."""
+    """`(ModelArguments, DataArguments, VitsTrainingArguments)` from flags, or from one JSON / YAML file whose values
+    the flags after it override (`run_finetune.py configs/demo.json --max_steps 50`)."""
     parser = HfArgumentParser((ModelArguments, DataArguments, VitsTrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
+        path, argv = os.path.abspath(argv[0]), argv[1:]
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of argument names to values")
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown arguments {unknown}")
+        parser.set_defaults(**values)
+        # a value from the file satisfies a required flag
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -178,19 +199,53 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(model_args)
     config = load_model_config(model_args)
     check_vocabulary(tokenizer, config)
+    # New letters go into the tokenizer before the features are tokenized, so the cached input_ids use them.
+    added_characters = []
+    if model_args.extend_vocabulary:
+        tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer)
+        added_characters = [entry["character"] for entry in vocabulary_report["added"]]
+        if training_args.process_index == 0:
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(os.path.join(training_args.output_dir, "vocabulary_report.json"), "w", encoding="utf-8") as f:
+                json.dump(vocabulary_report, f, ensure_ascii=False, indent=2)
 
     # 3. Features: built once by the main process, read from the Arrow cache by the others
     with training_args.main_process_first(desc="dataset preprocessing"):
         splits, data_report = prepare_datasets(data_args, tokenizer, config, training_args.output_dir)
+        if data_args.replay_dataset_name:
+            replay_output = os.path.join(training_args.output_dir, "replay")
+            replay_splits, _ = prepare_datasets(replay_args(data_args), tokenizer, config, replay_output)
     train_dataset, eval_dataset = splits["train"], splits["eval"]
+    if data_args.replay_dataset_name:
+        train_dataset, replay_report = mix_replay(
+            train_dataset,
+            replay_splits["train"],
+            data_args.replay_fraction,
+            seed=training_args.seed,
+            num_speakers=config.num_speakers,
+        )
+        logger.info(f"Replay: {replay_report}")
     logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
     if data_args.preprocessing_only:
         logger.info("--preprocessing_only: the features are cached; exiting before training")
         return {"data_report": data_report}
 
     # 4. Model, discriminator and the reference of the starting weights
-    vits = prepare_for_training(load_model(model_args, config), model_args)
+    vits = load_model(model_args, config)
+    new_token_ids = []
+    if added_characters:
+        new_token_ids = extend_text_embeddings(
+            vits, tokenizer, added_characters, parse_init_map(model_args.init_new_tokens_from)
+        )
+    vits = prepare_for_training(vits, model_args)
+    _, embedding_callbacks = prepare_embeddings_for_training(
+        vits, new_token_ids, freeze_original=model_args.freeze_original_embeddings
+    )
     model = VitsForTraining(vits, segment_size=training_args.segment_size)
+    # --discriminator auto: the starting folder's discriminator when a previous round saved one
+    model_args.discriminator = resolve_discriminator(
+        model_args.discriminator, model_args.model_name_or_path, model_args.discriminator_config_name
+    )
     discriminator = load_discriminator(model_args.discriminator, load_discriminator_config(model_args))
     l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
 
@@ -208,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             SpectrogramConfig.from_model_config(config), pad_token_id=tokenizer.pad_token_id
         ),
         processing_class=tokenizer,
-        callbacks=build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate),
+        callbacks=build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate) + embedding_callbacks,
     )
 
     # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
@@ -219,6 +274,19 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
+    # Lineage: the starting folder's rounds plus this one, for the next round and the model card
+    lineage = append_round(
+        read_lineage(model_args.model_name_or_path),
+        round_entry(
+            model_args,
+            data_args,
+            trainer.state.global_step,
+            hours_of_audio(splits["train"], sampling_rate),  # this round's own data, without the replay
+            added_characters,
+        ),
+    )
+    if trainer.is_world_process_zero():
+        write_lineage(training_args.output_dir, lineage)
     if trainer.budget is not None:
         metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget
     trainer.log_metrics("train", metrics)
@@ -234,11 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 8. Hub: model, tokenizer and card (and the discriminator with --hub_include_discriminator)
     if push_to_hub and trainer.is_world_process_zero():
-        push(trainer, model_args, data_args, training_args, metrics)
+        push(trainer, model_args, data_args, training_args, metrics, lineage)
     return metrics
 
 
-def push(trainer, model_args, data_args, training_args, metrics: dict) -> None:
+def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: list[dict] | None = None) -> None:
     from recipe.hub import build_model_card, push_to_hub
 
     final_losses = {
@@ -258,6 +326,7 @@ def push(trainer, model_args, data_args, training_args, metrics: dict) -> None:
         final_losses=final_losses,
         amplitude_status=amplitude,
         language=getattr(trainer.processing_class, "language", None),
+        lineage=lineage,
     )
     repo_id = push_to_hub(
         training_args.output_dir,

@@ -30,10 +30,12 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
     token: str | None = field(default=None, metadata={"help": "Hub token for private models and datasets."})
     discriminator: str = field(
-        default="random",
+        default="auto",
         metadata={
-            "help": "'random' (fresh multi-period + scale discriminator), 'none' (no adversarial terms), or a path "
-            "to weights: a '*-train' checkpoint folder with 'discriminator.*' keys, or a discriminator this recipe saved."
+            "help": "'auto' (the discriminator saved in --model_name_or_path by an earlier round of this recipe, "
+            "else a fresh one), 'random' (fresh multi-period + scale discriminator), 'none' (no adversarial terms), "
+            "or a path to weights: a '*-train' checkpoint folder with 'discriminator.*' keys, or a discriminator this "
+            "recipe saved."
         },
     )
     discriminator_config_name: str | None = field(
@@ -52,6 +54,32 @@ class ModelArguments:
         default=False,
         metadata={"help": "With --push_to_hub: upload the discriminator too, so that others can go on fine-tuning."},
     )
+    extend_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the letters, marks and digits the data uses and the tokenizer lacks (listed in the data "
+            "report as not_in_vocabulary) to the tokenizer and the text encoder's embedding, before tokenizing."
+        },
+    )
+    init_new_tokens_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --extend_vocabulary: new rows that start as a similar letter's row, e.g. 'ş:s,ê:e'. "
+            "Other new rows start as the mean of the existing rows."
+        },
+    )
+    freeze_original_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "With --extend_vocabulary: keep the original embedding rows bit-identical (gradient mask, and "
+            "restored after each optimizer step against weight decay) while the new rows learn."
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("init_new_tokens_from", "freeze_original_embeddings"):
+            if getattr(self, name) and not self.extend_vocabulary:
+                raise ValueError(f"--{name} only applies with --extend_vocabulary")
 
 
 @dataclass
@@ -101,6 +129,20 @@ class DataArguments:
         default=None, metadata={"help": "Where downloaded data and the Arrow feature cache are stored."}
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the feature cache."})
+    replay_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Earlier training data mixed into this round's training set against forgetting (any layout "
+            "--dataset_name takes; read with the same column and filter arguments)."
+        },
+    )
+    replay_dataset_format: str = field(
+        default="auto", metadata={"help": "auto | hub | common_voice | ljspeech, for --replay_dataset_name."}
+    )
+    replay_fraction: float | None = field(
+        default=None,
+        metadata={"help": "With --replay_dataset_name: the share of the training set taken from it (e.g. 0.2)."},
+    )
 
     def __post_init__(self):
         # Checked here so that a typo fails at argument parsing, before any data is read.
@@ -119,6 +161,14 @@ class DataArguments:
             )
         if self.max_tokens_length < 1:
             raise ValueError(f"--max_tokens_length must be positive, not {self.max_tokens_length}")
+        if self.replay_dataset_format not in {"auto", "hub", "common_voice", "ljspeech"}:
+            raise ValueError(
+                f"--replay_dataset_format must be auto, hub, common_voice or ljspeech, not {self.replay_dataset_format!r}"
+            )
+        if (self.replay_dataset_name is None) != (self.replay_fraction is None):
+            raise ValueError("--replay_dataset_name and --replay_fraction go together: give both or neither")
+        if self.replay_fraction is not None and not 0 < self.replay_fraction < 1:
+            raise ValueError(f"--replay_fraction must be between 0 and 1 (exclusive), not {self.replay_fraction}")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -136,6 +186,7 @@ class VitsTrainingArguments(TrainingArguments):
         - `max_grad_norm` 1.0 (gradient clipping).
         - `precision` "auto": bf16 on a GPU that has it, else fp16 on a GPU, full fp32 on CPU.
         - `remove_unused_columns` False: the collator needs the feature columns the model's forward does not name.
+        - `length_column_name` "waveform_length": `--group_by_length` groups by audio, not token, length.
         - `report_to` "tensorboard".
         - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
           that tracks what a listener hears; the adversarial terms oscillate by design.
@@ -149,6 +200,10 @@ class VitsTrainingArguments(TrainingArguments):
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the feature columns."})
+    length_column_name: str = field(
+        default="waveform_length",
+        metadata={"help": "With --group_by_length: batches grouped by audio length, which sets the step's cost."},
+    )
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Where to log."})
     precision: str = field(
         default="auto",

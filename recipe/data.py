@@ -66,10 +66,12 @@ DROP_REASONS = (
 BAD_REASONS = ("path_outside_dataset", "missing_file", "decode_error")
 MAX_EXAMPLES = 10
 # Bump when the feature computation changes, so that old caches are not reused.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 # Seed of the permutation that picks the --eval_fraction hold-out: the same data always gives the same split.
 EVAL_HOLDOUT_SEED = 1234
-INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters")
+INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters", "source_text")
+# Clips whose text uroman changed, shown before and after in the report (a reader checks the romanization by eye).
+MAX_UROMAN_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
         "drop_reason": reason,
         "dropped_characters": "".join(dropped.elements()),
         "num_characters": len(text),
+        "source_text": text,
     }
 
 
@@ -208,6 +211,7 @@ def _feature_types(speaker_names: tuple[str, ...], num_mels: int) -> datasets.Fe
             "drop_reason": datasets.Value("string"),
             "dropped_characters": datasets.Value("string"),
             "num_characters": datasets.Value("int64"),
+            "source_text": datasets.Value("string"),
         }
     )
 
@@ -355,9 +359,21 @@ def feature_cache_key(source: Source, data_args, tokenizer, spectrogram: Spectro
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _split_report(featurized: datasets.Dataset, sampling_rate: int) -> tuple[dict, list[int]]:
+def _uroman_examples(columns: datasets.Dataset, kept: list[int]) -> list[dict]:
+    """Up to `MAX_UROMAN_EXAMPLES` kept clips whose text is not plain ASCII: the raw text and what the model reads."""
+    examples = []
+    raw_texts, model_texts = columns["source_text"], columns["text"]
+    for index in kept:
+        if not raw_texts[index].isascii():
+            examples.append({"text": raw_texts[index], "model_text": model_texts[index]})
+            if len(examples) == MAX_UROMAN_EXAMPLES:
+                break
+    return examples
+
+
+def _split_report(featurized: datasets.Dataset, sampling_rate: int, is_uroman: bool = False) -> tuple[dict, list[int]]:
     columns = featurized.select_columns(
-        ["drop_reason", "path", "waveform_length", "dropped_characters", "num_characters"]
+        ["drop_reason", "path", "waveform_length", "dropped_characters", "num_characters", "source_text", "text"]
     )
     reasons, paths = columns["drop_reason"], columns["path"]
     lengths = columns["waveform_length"]
@@ -380,6 +396,8 @@ def _split_report(featurized: datasets.Dataset, sampling_rate: int) -> tuple[dic
         "dropped": dropped,
         "dropped_characters": summarize_dropped_characters(characters, sum(columns["num_characters"])),
     }
+    if is_uroman:
+        report["uroman_examples"] = _uroman_examples(columns, kept)
     return report, kept
 
 
@@ -423,7 +441,9 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
                     load_from_cache_file=False,
                     desc=f"Preprocessing {name}",
                 )
-                report[name], kept = _split_report(featurized, spectrogram.sampling_rate)
+                report[name], kept = _split_report(
+                    featurized, spectrogram.sampling_rate, is_uroman=bool(getattr(tokenizer, "is_uroman", False))
+                )
                 if selected is not None:
                     report[name]["speaker_id"] = selected[0] if len(selected) == 1 else list(selected)
                 kept_splits[name] = featurized.select(kept).remove_columns(list(INTERNAL_COLUMNS))
@@ -501,11 +521,19 @@ def format_report(report: dict) -> str:
                 lines.append(f"    dropped {entry['count']:>6} {reason:<22} e.g. {', '.join(entry['examples'][:3])}")
         chars = split["dropped_characters"]
         if chars["total"]:
-            listed = ", ".join(f"{c['character']!r} x{c['count']}" for c in chars["top"])
             lines.append(
                 f"    characters the tokenizer drops: {chars['total']} ({chars['fraction']:.2%} of all, letters "
-                f"{chars['letters_fraction']:.2%}): {listed}"
+                f"{chars['letters_fraction']:.2%})"
             )
+            for kind, meaning in (
+                ("not_in_vocabulary", "not in the vocabulary (--extend_vocabulary adds them)"),
+                ("normalized_away", "punctuation / symbols the tokenizer strips by design"),
+            ):
+                if chars.get(kind):
+                    listed = ", ".join(f"{char!r} x{count}" for char, count in list(chars[kind].items())[:20])
+                    lines.append(f"      {meaning}: {listed}")
+        for example in split.get("uroman_examples", [])[:3]:
+            lines.append(f"    uroman: {example['text']!r} -> {example['model_text']!r}")
     return "\n".join(lines)
 
 

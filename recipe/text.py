@@ -10,7 +10,9 @@ ids that inference will produce, so this module calls the tokenizer itself and a
   call, which would dominate preprocessing.
 
 `dropped_characters` names what the vocabulary loses, so that a tokenizer that drops a third of a language's letters
-is caught before training rather than heard after it.
+is caught before training rather than heard after it. `character_kind` tells the two kinds of loss apart: a letter,
+mark or digit the vocabulary lacks (`not_in_vocabulary`: `--extend_vocabulary` can add it) and punctuation, symbols
+or spacing that MMS vocabularies leave out by design (`normalized_away`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _without_uroman(tokenizer):
     return plain
 
 
-def _pre_vocabulary_text(text: str, tokenizer) -> str:
+def pre_vocabulary_text(text: str, tokenizer) -> str:
     """NFC, then uroman when the tokenizer asks for it and the text is not plain ASCII (the tokenizer's own rule)."""
     text = unicodedata.normalize("NFC", text)
     if getattr(tokenizer, "is_uroman", False) and not text.isascii():
@@ -70,7 +72,7 @@ def normalize_text(text: str, tokenizer) -> str:
         (phonemes when the tokenizer phonemizes).
     """
     plain = _without_uroman(tokenizer)
-    normalized, _ = plain.prepare_for_tokenization(_pre_vocabulary_text(text, tokenizer))
+    normalized, _ = plain.prepare_for_tokenization(pre_vocabulary_text(text, tokenizer))
     return normalized
 
 
@@ -82,7 +84,7 @@ def encode_text(text: str, tokenizer) -> tuple[str, list[int]]:
         uroman has run once per process and the text was NFC-normalized.
     """
     plain = _without_uroman(tokenizer)
-    prepared = _pre_vocabulary_text(text, tokenizer)
+    prepared = pre_vocabulary_text(text, tokenizer)
     normalized, _ = plain.prepare_for_tokenization(prepared)
     input_ids = plain(prepared, add_special_tokens=False)["input_ids"]
     return normalized, list(input_ids)
@@ -98,11 +100,44 @@ def dropped_characters(text: str, tokenizer) -> Counter:
     """
     if getattr(tokenizer, "phonemize", False):
         return Counter()
-    prepared = _pre_vocabulary_text(text, tokenizer)
+    prepared = pre_vocabulary_text(text, tokenizer)
     if getattr(tokenizer, "normalize", False):
         prepared = tokenizer.normalize_text(prepared)
     vocabulary = tokenizer.get_vocab()
     return Counter(char for char in prepared if char not in vocabulary)
+
+
+def count_dropped_characters(texts, tokenizer) -> Counter:
+    """`dropped_characters` summed over `texts`, fast enough for a whole dataset before it is featurized.
+
+    Characters are counted once per text (NFC, and uroman when the tokenizer asks for it), then each distinct
+    character is put through the tokenizer's lowercasing once: the vocabulary walk of `normalize_text` runs per
+    distinct character instead of per character of the data.
+    """
+    if getattr(tokenizer, "phonemize", False):
+        return Counter()
+    counts = Counter()
+    for text in texts:
+        counts.update(pre_vocabulary_text("" if text is None else str(text), tokenizer))
+    vocabulary = tokenizer.get_vocab()
+    dropped = Counter()
+    for char, count in counts.items():
+        # lowercasing may turn one character into several ("İ" -> "i" + U+0307)
+        shown = tokenizer.normalize_text(char) if getattr(tokenizer, "normalize", False) else char
+        for lowered in shown:
+            if lowered not in vocabulary:
+                dropped[lowered] += count
+    return dropped
+
+
+def character_kind(char: str) -> str:
+    """`"not_in_vocabulary"` for a letter, combining mark or digit; `"normalized_away"` for anything else.
+
+    MMS character vocabularies hold letters, the space and a few marks such as the apostrophe; punctuation, symbols
+    and other spacing are stripped by the tokenizer on purpose (the model never hears them). A lost letter, accent or
+    digit is a gap in the vocabulary that `--extend_vocabulary` can fill.
+    """
+    return "not_in_vocabulary" if unicodedata.category(char)[0] in {"L", "M", "N"} else "normalized_away"
 
 
 def summarize_dropped_characters(dropped: Counter, total_characters: int, top: int = 20) -> dict:
@@ -115,8 +150,9 @@ def summarize_dropped_characters(dropped: Counter, total_characters: int, top: i
 
     Returns:
         `dict` with `total` (dropped characters), `fraction` (of all characters), `letters_fraction` (dropped
-        letters and combining marks over all characters: the number that must stay near zero) and `top`, a list
-        of `{"character", "name", "count", "is_letter"}`.
+        letters and combining marks over all characters: the number that must stay near zero), `top`, a list
+        of `{"character", "name", "count", "is_letter"}`, and, split by `character_kind`,
+        `not_in_vocabulary` and `normalized_away`: every such character with its count, most frequent first.
     """
     total = sum(dropped.values())
     letters = sum(count for char, count in dropped.items() if _is_letter(char))
@@ -133,6 +169,10 @@ def summarize_dropped_characters(dropped: Counter, total_characters: int, top: i
             }
             for char, count in dropped.most_common(top)
         ],
+        **{
+            kind: {char: count for char, count in dropped.most_common() if character_kind(char) == kind}
+            for kind in ("not_in_vocabulary", "normalized_away")
+        },
     }
 
 

@@ -134,3 +134,18 @@ def test_bad_arguments_fail_early_with_clear_messages(tiny_files, tmp_path):
 def test_phoneme_vocabularies_are_told_apart():
     assert is_phoneme_vocabulary(["a", "ˈ", "ə"])
     assert not is_phoneme_vocabulary(VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model").get_vocab())
+
+
+def test_flags_after_a_config_file_override_its_values(tmp_path):
+    model_args, data_args, training_args = parse_arguments(
+        [str(REPO_ROOT / "configs" / "demo.json"), "--max_steps", "7", "--output_dir", str(tmp_path / "o")]
+    )
+    assert training_args.max_steps == 7 and training_args.output_dir == str(tmp_path / "o")
+    # everything not overridden still comes from the file
+    assert data_args.dataset_name == "demo/kmr_ljspeech" and model_args.tokenizer_name == "demo/tiny_model"
+    assert training_args.learning_rate == json.loads((REPO_ROOT / "configs" / "demo.json").read_text())["learning_rate"]
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("dataset_name: demo/kmr_ljspeech\nlerning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="lerning_rate"):
+        parse_arguments([str(config)])
