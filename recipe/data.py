@@ -9,12 +9,14 @@ Steps, for the training split and the eval split:
    LJSpeech folder;
 2. pick the speaker(s) (`--speaker_id ID` or `top`) and the eval split (the source's dev split, else a fixed
    `--eval_fraction` of the selected training clips);
-3. in `datasets.map` (`--preprocessing_num_workers` processes): decode with `recipe.audio` (soundfile + soxr, at the
-   model's sampling rate), normalize and tokenize the text (`recipe.text`), compute the log-mel target, and give
-   every clip that cannot be used exactly one drop reason;
-4. save the kept clips under `<cache_dir>/vits_features/<key>/`, where the key hashes the source's content and
-   every argument that changes the features: a second run with the same arguments loads it memory-mapped and
-   skips steps 2-3;
+3. in `datasets.map` (`--preprocessing_num_workers` processes for a split of at least `MIN_CLIPS_PER_WORKER` clips per
+   worker; a smaller split runs in the main process, where a pool costs more than it saves): decode with
+   `recipe.audio` (soundfile + soxr, at the model's sampling rate), normalize and tokenize the text (`recipe.text`),
+   compute the log-mel target, and give every clip that cannot be used exactly one drop reason;
+4. the map writes its Arrow files straight into `<cache_dir>/vits_features/<key>/` (one write per clip; dropped
+   clips are empty rows that `features.json` tells the loader to skip), where the key hashes the source's content
+   and every argument that changes the features: a second run with the same arguments loads it memory-mapped and
+   skips steps 2-3. A second worker pays only with an idle core for it (`benchmarks/README.md`);
 5. apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
    stop with a `DataError` when too many clips are bad or a split is left empty.
 
@@ -44,8 +46,8 @@ import soundfile as sf
 import torch
 
 from .audio import AudioDecodeError, SpectrogramConfig, load_audio, log_mel_spectrogram, resample
-from .sources import DataError, Source, load_source, resolve_audio_path
-from .text import dropped_characters, encode_text, summarize_dropped_characters
+from .sources import DataError, Source, load_source_from_args, resolve_audio_path
+from .text import encode_text_with_dropped, summarize_dropped_characters
 
 __all__ = ["DROP_REASONS", "DataError", "format_report", "prepare_datasets"]
 
@@ -65,8 +67,13 @@ DROP_REASONS = (
 # Reasons that mean broken input (as opposed to a filter doing its job); their share is bounded by --max_bad_fraction.
 BAD_REASONS = ("path_outside_dataset", "missing_file", "decode_error")
 MAX_EXAMPLES = 10
-# Bump when the feature computation changes, so that old caches are not reused.
-FEATURE_VERSION = 2
+# Bump when the feature computation or the cache layout changes, so that old caches are not reused.
+FEATURE_VERSION = 3
+# A split with fewer clips per requested worker is featurized in the main process: starting a pool, pickling the
+# tokenizer to it and merging its shards costs 300-600 ms per split (benchmarks/README.md), the time of 50-300 clips.
+MIN_CLIPS_PER_WORKER = 128
+# The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.
+CACHE_MANIFEST = "features.json"
 # Seed of the permutation that picks the --eval_fraction hold-out: the same data always gives the same split.
 EVAL_HOLDOUT_SEED = 1234
 INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters", "source_text")
@@ -146,8 +153,7 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
         torch.set_num_threads(1)
     text = row[settings.text_column]
     text = "" if text is None else str(text)
-    normalized, input_ids = encode_text(text, tokenizer)
-    dropped = dropped_characters(text, tokenizer)
+    normalized, input_ids, dropped = encode_text_with_dropped(text, tokenizer)
     speaker = str(row[settings.speaker_column]) if settings.speaker_column else ""
     audio = row[settings.audio_column]
     display_path = audio.get("path") if isinstance(audio, dict) else str(audio)
@@ -372,9 +378,10 @@ def _uroman_examples(columns: datasets.Dataset, kept: list[int]) -> list[dict]:
 
 
 def _split_report(featurized: datasets.Dataset, sampling_rate: int, is_uroman: bool = False) -> tuple[dict, list[int]]:
+    # Read once as Python lists: indexing a `datasets` column row by row costs 0.3 ms a row (200 rows: 60 ms).
     columns = featurized.select_columns(
         ["drop_reason", "path", "waveform_length", "dropped_characters", "num_characters", "source_text", "text"]
-    )
+    ).to_dict()
     reasons, paths = columns["drop_reason"], columns["path"]
     lengths = columns["waveform_length"]
     dropped = {reason: {"count": 0, "examples": []} for reason in DROP_REASONS}
@@ -401,8 +408,19 @@ def _split_report(featurized: datasets.Dataset, sampling_rate: int, is_uroman: b
     return report, kept
 
 
+def _workers_for(num_clips: int, num_proc: int | None) -> int | None:
+    """`num_proc` for a split of `num_clips` clips: None (the main process) when the pool would not pay for itself."""
+    if num_proc is None or num_clips < MIN_CLIPS_PER_WORKER * num_proc:
+        return None
+    return num_proc
+
+
 def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_path: str) -> dict:
-    """Featurize both splits and save them (with their report) at `cache_path`. Returns the report."""
+    """Featurize both splits and save them (with their report) at `cache_path`. Returns the report.
+
+    The Arrow files `datasets.map` writes are the cache itself (one write per clip): dropped clips stay in them as
+    empty rows, and the manifest lists the rows to read, so that nothing is copied after the map.
+    """
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
     base = dict(
         audio_column=source.audio_column,
@@ -426,8 +444,8 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
 
     building = f"{cache_path}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
-    os.makedirs(os.path.join(building, "map"))
-    report, kept_splits = {}, {}
+    os.makedirs(building)
+    report, manifest = {}, {}
     try:
         with _one_torch_thread():
             for name, split in (("train", train), ("eval", eval_split)):
@@ -436,8 +454,8 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
                     fn_kwargs={"settings": settings, "tokenizer": tokenizer},
                     remove_columns=split.column_names,
                     features=features,
-                    num_proc=num_proc,
-                    cache_file_name=os.path.join(building, "map", f"{name}.arrow"),
+                    num_proc=_workers_for(len(split), num_proc),
+                    cache_file_name=os.path.join(building, f"{name}.arrow"),
                     load_from_cache_file=False,
                     desc=f"Preprocessing {name}",
                 )
@@ -446,26 +464,52 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
                 )
                 if selected is not None:
                     report[name]["speaker_id"] = selected[0] if len(selected) == 1 else list(selected)
-                kept_splits[name] = featurized.select(kept).remove_columns(list(INTERNAL_COLUMNS))
+                files = [entry["filename"] for entry in featurized.cache_files]
+                if not files or any(os.path.dirname(file) != building for file in files):
+                    raise RuntimeError(f"datasets.map wrote {files}, expected files in {building}")
+                manifest[name] = {
+                    "files": [os.path.basename(file) for file in files],
+                    # None when every row is a kept clip (the usual case): then no selection is made when loading
+                    "kept_rows": None if len(kept) == len(featurized) else kept,
+                }
         if overlap_removed:
             report["train"]["overlap_with_eval_removed"] = overlap_removed
-        if not all(len(split) for split in kept_splits.values()):
-            # An empty split stops the run (`_check`); `datasets` cannot load an empty split it saved, so no cache.
+        if not all(split_report["kept"] for split_report in report.values()):
+            # An empty split stops the run (`_check`): nothing worth caching.
             return report
-        datasets.DatasetDict(kept_splits).save_to_disk(os.path.join(building, "dataset"))
-        with open(os.path.join(building, "dataset", "build_report.json"), "w", encoding="utf-8") as handle:
+        del featurized
+        with open(os.path.join(building, "build_report.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle, ensure_ascii=False, indent=2)
-        del kept_splits, featurized
-        shutil.rmtree(os.path.join(building, "map"))
+        # written last: a folder with a manifest is complete
+        with open(os.path.join(building, CACHE_MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle)
         try:
-            os.replace(os.path.join(building, "dataset"), cache_path)
+            os.replace(building, cache_path)
         except OSError:
-            if not os.path.isdir(cache_path):
+            if not os.path.isfile(os.path.join(cache_path, CACHE_MANIFEST)):
                 raise
             logger.info("Another process saved %s first; using its copy", cache_path)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return report
+
+
+def _load_features(cache_path: str) -> datasets.DatasetDict:
+    """The kept clips of both splits, memory-mapped from the Arrow files of the cache folder, without the columns
+    that only the report needed."""
+    manifest_path = os.path.join(cache_path, CACHE_MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise DataError(f"The feature cache {cache_path} has no {CACHE_MANIFEST}; rerun with --overwrite_cache")
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    splits = {}
+    for name, entry in manifest.items():
+        parts = [datasets.Dataset.from_file(os.path.join(cache_path, file)) for file in entry["files"]]
+        split = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        if entry["kept_rows"] is not None:
+            split = split.select(entry["kept_rows"])
+        splits[name] = split.remove_columns(list(INTERNAL_COLUMNS))
+    return datasets.DatasetDict(splits)
 
 
 def _apply_cap(split: datasets.Dataset, limit: int | None, split_report: dict, sampling_rate: int):
@@ -556,15 +600,7 @@ def prepare_datasets(data_args, tokenizer, model_config, output_dir: str) -> tup
         split that filtering leaves empty. The report is written before the error is raised.
     """
     spectrogram = SpectrogramConfig.from_model_config(model_config)
-    source = load_source(
-        data_args.dataset_name,
-        data_args.dataset_format,
-        data_args.dataset_config_name,
-        data_args.audio_column_name,
-        data_args.text_column_name,
-        data_args.speaker_id_column_name,
-        data_args.cache_dir,
-    )
+    source = load_source_from_args(data_args)
     cache_root = os.path.join(data_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "vits_features")
     cache_path = os.path.join(cache_root, feature_cache_key(source, data_args, tokenizer, spectrogram))
     if data_args.overwrite_cache and os.path.isdir(cache_path):
@@ -579,7 +615,7 @@ def prepare_datasets(data_args, tokenizer, model_config, output_dir: str) -> tup
             _write_report(report, output_dir)
             _check(report, data_args.max_bad_fraction)
             raise DataError(f"No features were saved for {data_args.dataset_name}; see {output_dir}/data_report.json")
-    features = datasets.load_from_disk(cache_path)
+    features = _load_features(cache_path)
     with open(os.path.join(cache_path, "build_report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
 

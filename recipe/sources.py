@@ -111,6 +111,19 @@ def load_source(
     )
 
 
+def load_source_from_args(data_args) -> Source:
+    """`load_source` with the dataset and column arguments of a `DataArguments`."""
+    return load_source(
+        data_args.dataset_name,
+        data_args.dataset_format,
+        data_args.dataset_config_name,
+        data_args.audio_column_name,
+        data_args.text_column_name,
+        data_args.speaker_id_column_name,
+        data_args.cache_dir,
+    )
+
+
 def _require_folder(folder: str, layout: str, required: list[str]) -> None:
     if not os.path.isdir(folder):
         raise DataError(f"{folder} is not a folder (expected a {layout} folder)")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, VitsTokenizer
 
-from .sources import load_source
+from .sources import load_source_from_args
 from .text import character_kind, count_dropped_characters
 
 logger = logging.getLogger(__name__)
@@ -51,15 +51,7 @@ def missing_vocabulary_characters(texts, tokenizer) -> Counter:
 
 def _source_texts(data_args) -> list[str]:
     """The raw texts of the training split and the eval split (when the source has one) that `data_args` names."""
-    source = load_source(
-        data_args.dataset_name,
-        data_args.dataset_format,
-        data_args.dataset_config_name,
-        data_args.audio_column_name,
-        data_args.text_column_name,
-        data_args.speaker_id_column_name,
-        data_args.cache_dir,
-    )
+    source = load_source_from_args(data_args)
     names = [data_args.train_split_name]
     eval_name = data_args.eval_split_name or source.default_eval_split
     if eval_name and eval_name != data_args.train_split_name:

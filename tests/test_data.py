@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -313,17 +314,54 @@ def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_confi
         prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
 
 
-def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_config):
+def test_cache_is_the_map_output_written_once(tmp_path, tokenizer, model_config):
+    dataset = ljspeech_copy(tmp_path / "lj", 6)
+    (dataset / "wavs" / "extra.wav").write_bytes(b"not audio")
+    with open(dataset / "metadata.csv", "a", encoding="utf-8") as handle:
+        handle.write("extra|Roj baş.|roj baş\n")
+    features, report = prepare_datasets(
+        data_args(dataset, tmp_path, eval_fraction=0.3, max_bad_fraction=0.5), tokenizer, model_config, str(tmp_path)
+    )
+    (cache,) = (tmp_path / "cache" / "vits_features").iterdir()
+    # no second copy of the features: only the map's Arrow files, its report and the manifest
+    assert sorted(os.listdir(cache)) == ["build_report.json", "eval.arrow", "features.json", "train.arrow"]
+    dropped = sum(split["seen"] - split["kept"] for split in report.values())
+    assert (
+        report["train"]["dropped"]["decode_error"]["count"] + report["eval"]["dropped"]["decode_error"]["count"] == 1
+    )
+    assert dropped == 1
+    # the broken clip's empty row stays in the file but is never loaded, nor are the report-only columns
+    assert len(features["train"]) + len(features["eval"]) == 6
+    assert "extra" not in " ".join(list(features["train"]["path"]) + list(features["eval"]["path"]))
+    assert min(features["train"]["waveform_length"]) > 0
+    assert set(features["train"].column_names) == {
+        "input_ids", "waveform", "log_mel", "waveform_length", "mel_length", "tokens_length", "speaker_id", "text",
+        "path",
+    }  # fmt: skip
+
+
+def test_small_splits_skip_the_worker_pool(monkeypatch):
+    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 100)
+    assert recipe.data._workers_for(199, 2) is None
+    assert recipe.data._workers_for(200, 2) == 2
+    assert recipe.data._workers_for(10_000, None) is None
+
+
+def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_config, monkeypatch):
     dataset = ljspeech_copy(tmp_path / "lj", 4)
     single, _ = prepare_datasets(
         data_args(dataset, tmp_path / "a", eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
     )
+    # 3 training clips are far too few for a pool to pay: lower the bar so that the pool really runs here
+    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 1)
     parallel, report = prepare_datasets(
         data_args(dataset, tmp_path / "b", eval_fraction=0.25, preprocessing_num_workers=2),
         tokenizer,
         model_config,
         str(tmp_path),
     )
+    (cache,) = (tmp_path / "b" / "cache" / "vits_features").iterdir()
+    assert len([name for name in os.listdir(cache) if name.startswith("train_")]) == 2  # one file per worker
     assert parallel["train"]["path"] == single["train"]["path"]
     assert np.allclose(np.asarray(parallel["train"][1]["log_mel"]), np.asarray(single["train"][1]["log_mel"]))
 

@@ -143,7 +143,9 @@ def test_flags_after_a_config_file_override_its_values(tmp_path):
     assert training_args.max_steps == 7 and training_args.output_dir == str(tmp_path / "o")
     # everything not overridden still comes from the file
     assert data_args.dataset_name == "demo/kmr_ljspeech" and model_args.tokenizer_name == "demo/tiny_model"
-    assert training_args.learning_rate == json.loads((REPO_ROOT / "configs" / "demo.json").read_text())["learning_rate"]
+    assert (
+        training_args.learning_rate == json.loads((REPO_ROOT / "configs" / "demo.json").read_text())["learning_rate"]
+    )
 
     config = tmp_path / "bad.yaml"
     config.write_text("dataset_name: demo/kmr_ljspeech\nlerning_rate: 0.1\n")

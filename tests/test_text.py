@@ -10,7 +10,14 @@ import pytest
 from conftest import DEMO_DIR
 
 import recipe.text
-from recipe.text import dropped_characters, encode_text, get_uroman, normalize_text, summarize_dropped_characters
+from recipe.text import (
+    dropped_characters,
+    encode_text,
+    encode_text_with_dropped,
+    get_uroman,
+    normalize_text,
+    summarize_dropped_characters,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +96,24 @@ def test_summary_lists_top_characters_with_names():
         "is_letter": True,
     }
     assert summary["top"][1]["character"] == "," and not summary["top"][1]["is_letter"]
+
+
+@pytest.mark.parametrize("options", [{}, {"normalize": False}, {"add_blank": False}, {"language": "ron"}])
+def test_one_pass_encoding_matches_the_tokenizer(tokenizer, options):
+    from transformers import VitsTokenizer
+
+    variant = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"), **options) if options else tokenizer
+    texts = [
+        "Roj baş, tu çawa yî? ÎRO Xweş!",
+        unicodedata.normalize("NFD", "Şev baş, xewa xweş."),
+        "Ţară ȚARĂ €5 — Привет <unk>  ",
+        "  ",
+        "",
+    ]
+    for text in texts:
+        normalized, ids, dropped = encode_text_with_dropped(text, variant)
+        # the reference: the tokenizer's own normalization and ids (after NFC), and the separate count
+        assert normalized == normalize_text(text, variant)
+        assert ids == variant(unicodedata.normalize("NFC", text), add_special_tokens=False).input_ids
+        assert dropped == dropped_characters(text, variant)
+    assert encode_text_with_dropped("Xweş €!", tokenizer)[2] == Counter("€!")

@@ -241,6 +241,7 @@ class _CountingUroman:
 def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path, monkeypatch):
     import uroman
 
+    import recipe.data
     import recipe.text
 
     texts = ["Привет мир", "Как дела", "Доброе утро", "Спасибо", "Хорошо", "До свидания", "Да", "Нет"]
@@ -258,6 +259,8 @@ def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path,
     _CountingUroman.log_path = str(tmp_path / "constructions.log")
     monkeypatch.setattr(uroman, "Uroman", _CountingUroman)
     monkeypatch.setattr(recipe.text, "_UROMAN_BY_PID", {})
+    # 8 clips are far too few for a worker pool to pay (recipe.data runs them in the main process): force the pool
+    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 1)
     data_args = DataArguments(
         dataset_name=str(folder), eval_fraction=0.25, preprocessing_num_workers=2, cache_dir=str(tmp_path / "cache")
     )
