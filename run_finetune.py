@@ -99,6 +99,12 @@ def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
 
 
 def load_model_config(model_args: ModelArguments) -> VitsConfig:
+    if model_args.model_name_or_path is not None and model_args.config_name is not None:
+        # ModelArguments refuses it at parsing; a ModelArguments changed after that must not lose one silently
+        raise ValueError(
+            f"Give --model_name_or_path ({model_args.model_name_or_path!r}) or --config_name "
+            f"({model_args.config_name!r}), not both"
+        )
     if model_args.model_name_or_path is not None:
         return VitsConfig.from_pretrained(
             model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
@@ -153,13 +159,20 @@ def hours_of_audio(dataset, sampling_rate: int) -> float:
 def build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate: int) -> list:
     callbacks = [ProgressCallback()]
     if eval_dataset is None or training_args.eval_strategy == "no":
+        reason = "there is no eval split" if eval_dataset is None else "--eval_strategy is 'no'"
+        logger.warning(
+            f"The amplitude monitor runs at evaluations and {reason}: it is off, and --amplitude_patience "
+            f"({training_args.amplitude_patience}), --amplitude_warning_ratio, --amplitude_critical_ratio and "
+            "--amplitude_monitor_texts have no effect (nor do the TensorBoard audio samples). Evaluate (e.g. "
+            "--eval_strategy steps --eval_steps N) to watch for a fading voice."
+        )
         return callbacks
     texts = training_args.amplitude_monitor_texts or list(eval_dataset["text"][:_NUM_MONITOR_TEXTS])
     callbacks.append(
         AmplitudeMonitorCallback(
             tokenizer,
             texts,
-            reference_rms=reference_rms_from_dataset(eval_dataset),
+            reference_rms=reference_rms_from_dataset(eval_dataset, sampling_rate),
             warning_ratio=training_args.amplitude_warning_ratio,
             critical_ratio=training_args.amplitude_critical_ratio,
             patience=training_args.amplitude_patience,
@@ -202,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     # New letters go into the tokenizer before the features are tokenized, so the cached input_ids use them.
     added_characters = []
     if model_args.extend_vocabulary:
-        tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer)
+        tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer, token=model_args.token)
         added_characters = [entry["character"] for entry in vocabulary_report["added"]]
         if training_args.process_index == 0:
             os.makedirs(training_args.output_dir, exist_ok=True)
@@ -211,10 +224,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3. Features: built once by the main process, read from the Arrow cache by the others
     with training_args.main_process_first(desc="dataset preprocessing"):
-        splits, data_report = prepare_datasets(data_args, tokenizer, config, training_args.output_dir)
+        splits, data_report = prepare_datasets(
+            data_args, tokenizer, config, training_args.output_dir, token=model_args.token
+        )
         if data_args.replay_dataset_name:
             replay_output = os.path.join(training_args.output_dir, "replay")
-            replay_splits, _ = prepare_datasets(replay_args(data_args), tokenizer, config, replay_output)
+            replay_splits, _ = prepare_datasets(
+                replay_args(data_args), tokenizer, config, replay_output, token=model_args.token
+            )
     train_dataset, eval_dataset = splits["train"], splits["eval"]
     if data_args.replay_dataset_name:
         train_dataset, replay_report = mix_replay(

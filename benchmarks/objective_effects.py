@@ -1,7 +1,8 @@
-"""Measures what issue 3 asks for, on CPU with a tiny random VITS and one demo utterance.
+"""Effects of the training objectives, on CPU with a tiny random VITS and one demo utterance.
 
     python benchmarks/objective_effects.py overfit      # 200-step overfit, with and without a discriminator
     python benchmarks/objective_effects.py amplitude    # recovery from a decoder whose output is scaled by 0.1
+    python benchmarks/objective_effects.py amplitude --amplitude_weight 1   # the same recovery with weight 1
     python benchmarks/objective_effects.py normalized   # plain vs normalized mel loss of loud / quiet copies
     python benchmarks/objective_effects.py mas          # monotonic alignment search speed
     python benchmarks/objective_effects.py all
@@ -23,10 +24,11 @@ from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recipe.alignment import monotonic_alignment  # noqa: E402
-from recipe.audio import load_audio, log_mel_spectrogram  # noqa: E402
+from recipe.audio import SpectrogramConfig, load_audio, log_mel_spectrogram  # noqa: E402
 from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator  # noqa: E402
 from recipe.losses import LossWeights, discriminator_objective, generator_objective, mel_loss, normalized_mel_loss  # noqa: E402
 from recipe.modeling import VitsForTraining, prepare_for_training  # noqa: E402
+from recipe.text import encode_text  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CLIP = os.path.join(REPO_ROOT, "demo", "kmr_ljspeech", "wavs", "KMR-0004.wav")
@@ -56,7 +58,8 @@ def demo_batch(spectrogram_config):
             if fields[0] == clip_id:
                 text = fields[-1]
     tokenizer = VitsTokenizer.from_pretrained(TOKENIZER)
-    input_ids = torch.tensor([tokenizer(text).input_ids])
+    _, input_ids = encode_text(text, tokenizer)  # as training featurizes it
+    input_ids = torch.tensor([input_ids])
     waveform = torch.from_numpy(load_audio(DEMO_CLIP, spectrogram_config.sampling_rate))
     frames = len(waveform) // spectrogram_config.hop_length
     waveform = waveform[: frames * spectrogram_config.hop_length][None]
@@ -139,15 +142,17 @@ def segment_rms_ratio(outputs):
     return {"rms_ratio": math.sqrt(generated.item() / target.item())}
 
 
-def run_amplitude(seed: int, warmup_steps: int, steps: int, weight: float):
+def run_amplitude(seed: int, warmup_steps: int, steps: int, weight: float, warmup_weight: float):
     print(
-        f"== amplitude recovery, seed {seed}: {warmup_steps} warm-up steps (amplitude weight {weight}), decoder output x0.1, then {steps} steps "
+        f"== amplitude recovery, seed {seed}: {warmup_steps} warm-up steps (amplitude weight {warmup_weight}), "
+        f"decoder output x0.1, then {steps} steps with amplitude weight 0 and {weight} "
         f"(whole clip as the segment, lr 1e-3) =="
     )
     model, batch, _ = build(seed)
     # The warm-up uses the amplitude term too: a tiny model trained for ~100 steps on the mel loss alone is still
-    # ~3x too quiet, and the comparison needs a start whose un-scaled output has the target's loudness.
-    logs = train(model, batch, warmup_steps, LossWeights(amplitude=weight), record=segment_rms_ratio)
+    # ~3x too quiet, and the comparison needs a start whose un-scaled output has the target's loudness. Its weight
+    # is separate from the compared one, so that every compared weight starts from the same model.
+    logs = train(model, batch, warmup_steps, LossWeights(amplitude=warmup_weight), record=segment_rms_ratio)
     print(f"after warm-up: generated / target RMS {logs[-1]['rms_ratio']:.3f}, mel {logs[-1]['mel']:.3f}")
     warm_state = {k: v.clone() for k, v in model.state_dict().items()}
     for amplitude_weight in [0.0, weight]:
@@ -167,16 +172,15 @@ def run_amplitude(seed: int, warmup_steps: int, steps: int, weight: float):
 
 def run_normalized():
     print("== plain vs normalized mel loss of one clip at three gains (generated = 0.8 x clip + noise) ==")
-    from recipe.audio import SpectrogramConfig
-
-    config = SpectrogramConfig(sampling_rate=16000, n_fft=1024, hop_length=256, win_length=1024)
-    clip = torch.from_numpy(load_audio(DEMO_CLIP, 16000))
+    config = SpectrogramConfig.from_model_config(tiny_config(len(VitsTokenizer.from_pretrained(TOKENIZER))))
+    clip = torch.from_numpy(load_audio(DEMO_CLIP, config.sampling_rate))
     generated = 0.8 * clip + 0.01 * torch.randn(len(clip), generator=torch.Generator().manual_seed(0))
-    frames = len(clip) // 256
+    frames = len(clip) // config.hop_length
+    samples = frames * config.hop_length
     mask = torch.ones(1, 1, frames)
     for gain in [1.0, 0.1, 0.01]:
-        target_mel = log_mel_spectrogram((gain * clip[: frames * 256])[None], config)
-        generated_mel = log_mel_spectrogram((gain * generated[: frames * 256])[None], config)
+        target_mel = log_mel_spectrogram((gain * clip[:samples])[None], config)
+        generated_mel = log_mel_spectrogram((gain * generated[:samples])[None], config)
         print(
             f"gain {gain:>5}: plain log-mel L1 {mel_loss(generated_mel, target_mel, mask).item():.4f}, "
             f"normalized {normalized_mel_loss(generated_mel, target_mel, mask).item():.4f}"
@@ -204,7 +208,12 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="overfit steps")
     parser.add_argument("--warmup_steps", type=int, default=150, help="amplitude: steps before scaling the decoder")
     parser.add_argument("--recovery_steps", type=int, default=80, help="amplitude: steps after scaling")
-    parser.add_argument("--amplitude_weight", type=float, default=10.0)
+    parser.add_argument(
+        "--amplitude_weight", type=float, default=10.0, help="amplitude: weight compared with 0 during the recovery"
+    )
+    parser.add_argument(
+        "--warmup_amplitude_weight", type=float, default=10.0, help="amplitude: weight of the term during the warm-up"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.what in ("mas", "all"):
@@ -214,7 +223,9 @@ def main():
     if args.what in ("overfit", "all"):
         run_overfit(args.seed, args.steps)
     if args.what in ("amplitude", "all"):
-        run_amplitude(args.seed, args.warmup_steps, args.recovery_steps, args.amplitude_weight)
+        run_amplitude(
+            args.seed, args.warmup_steps, args.recovery_steps, args.amplitude_weight, args.warmup_amplitude_weight
+        )
 
 
 if __name__ == "__main__":

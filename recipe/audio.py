@@ -8,9 +8,11 @@ derived from the model config so that a target spectrogram always matches what t
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -22,24 +24,56 @@ class AudioDecodeError(RuntimeError):
     """A file exists but could not be decoded as audio. The message names the file."""
 
 
-def read_audio(path: str) -> tuple[np.ndarray, int]:
-    """Decode `path` with soundfile and mix it to mono.
+# A path, the bytes of an encoded audio file (a parquet / saved dataset's `{"bytes": ...}`) or a binary stream.
+AudioSource = str | os.PathLike | bytes | BinaryIO
+
+
+def _readable(source: AudioSource, name: str | None) -> tuple[str | BinaryIO, str]:
+    """What soundfile can open for `source`, and the clip's name for messages. A missing path raises here."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(name or path)
+        return path, name or path
+    if isinstance(source, (bytes, bytearray)):
+        return io.BytesIO(source), name or f"<{len(source)} bytes of audio>"
+    if hasattr(source, "read"):
+        return source, name or "<audio stream>"
+    raise TypeError(f"read_audio takes a path, bytes or a binary file object, not {type(source).__name__}")
+
+
+def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file, or the encoded bytes of one, with soundfile and mix it to mono.
+
+    Args:
+        source (`str`, `os.PathLike`, `bytes` or a binary file object): a path, the bytes of an encoded file (a
+            parquet / saved dataset's `{"bytes": ...}`), or an open binary stream.
+        name (`str`, *optional*): how error messages name the clip (defaults to the path).
 
     Returns:
         `tuple(np.ndarray, int)`: float32 samples of shape `(num_samples,)` in [-1, 1] and the file's sampling rate.
 
     Raises:
-        `FileNotFoundError` when the file is missing, `AudioDecodeError` when it cannot be decoded.
+        `FileNotFoundError` when a path names no file, `AudioDecodeError` when the audio cannot be decoded or holds
+        no sample, `TypeError` for a `source` of another type.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(path)
+    readable, label = _readable(source, name)
     try:
-        samples, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError or TypeError depending on the codec
-        raise AudioDecodeError(f"{path}: {error}") from error
+        samples, sampling_rate = sf.read(readable, dtype="float32", always_2d=True)
+    except sf.SoundFileError as error:  # LibsndfileError: unknown format, broken header or stream
+        raise AudioDecodeError(f"{label}: {error}") from error
     if samples.shape[0] == 0:
-        raise AudioDecodeError(f"{path}: no samples")
+        raise AudioDecodeError(f"{label}: no samples")
     return samples.mean(axis=1).astype(np.float32, copy=False), int(sampling_rate)
+
+
+def audio_duration(source: AudioSource, name: str | None = None) -> float:
+    """Seconds of audio from the header alone (no decoding); same inputs and errors as `read_audio`."""
+    readable, label = _readable(source, name)
+    try:
+        return float(sf.info(readable).duration)
+    except sf.SoundFileError as error:
+        raise AudioDecodeError(f"{label}: {error}") from error
 
 
 def resample(samples: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:
@@ -49,9 +83,9 @@ def resample(samples: np.ndarray, orig_sampling_rate: int, target_sampling_rate:
     return soxr.resample(samples, orig_sampling_rate, target_sampling_rate, quality="HQ").astype(np.float32)
 
 
-def load_audio(path: str, target_sampling_rate: int) -> np.ndarray:
-    """Read, mix to mono and resample `path` to `target_sampling_rate`; float32."""
-    samples, sampling_rate = read_audio(path)
+def load_audio(source: AudioSource, target_sampling_rate: int, name: str | None = None) -> np.ndarray:
+    """Read (`read_audio`: a path, bytes or a binary stream), mix to mono and resample to `target_sampling_rate`."""
+    samples, sampling_rate = read_audio(source, name)
     return resample(samples, sampling_rate, target_sampling_rate)
 
 

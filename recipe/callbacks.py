@@ -66,16 +66,17 @@ def synthesize_texts(vits, tokenizer, texts: list[str], seed: int = 0) -> list[n
         return [synthesize(vits, tokenizer, text, seed=seed, speaker_id=0)[0] for text in texts]
 
 
-def reference_rms_from_dataset(eval_dataset, max_clips: int | None = None) -> float:
+def reference_rms_from_dataset(eval_dataset, sampling_rate: int, max_clips: int | None = None) -> float:
     """Mean RMS of the eval recordings, the loudness the synthesized sentences are compared with.
 
     Args:
         eval_dataset (`datasets.Dataset`): cached features with a `waveform` column (float32 at the model's rate).
+        sampling_rate (`int`): the recordings' (and the model's) sampling rate.
         max_clips (`int`, *optional*): read only the first `max_clips` clips (large eval sets).
 
     Returns:
-        `float`: the mean over clips of `sqrt(mean(x^2))`, the definition of `recipe.evaluation.amplitude_stats`'s
-        `rms`, so that the recordings and the synthesized sentences are measured the same way.
+        `float`: the mean over clips of `recipe.evaluation.amplitude_stats`'s `rms`, so that the recordings and the
+        synthesized sentences are measured the same way.
     """
     if "waveform" not in eval_dataset.column_names:
         raise ValueError(
@@ -88,10 +89,10 @@ def reference_rms_from_dataset(eval_dataset, max_clips: int | None = None) -> fl
     waveforms = eval_dataset.select(range(num_clips)).select_columns(["waveform"]).with_format("numpy")
     rms_values = []
     for index, row in enumerate(waveforms):
-        samples = np.asarray(row["waveform"], dtype=np.float64)
-        if samples.size == 0:
-            raise ValueError(f"Eval clip {index} has an empty waveform")
-        rms_values.append(float(np.sqrt(np.mean(samples**2))))
+        try:
+            rms_values.append(amplitude_stats(row["waveform"], sampling_rate)["rms"])
+        except ValueError as error:
+            raise ValueError(f"Eval clip {index}: {error}") from error
     reference = float(np.mean(rms_values))
     if not (math.isfinite(reference) and reference > 0):
         raise ValueError(f"The eval recordings have no usable loudness (mean RMS {reference}): are they silent?")
@@ -155,6 +156,8 @@ class AmplitudeMonitorCallback(TrainerCallback):
         self.last_result: dict | None = None
         self.history: list[dict] = []
         self.healthy_checkpoints: list[dict] = []
+        # the checkpoint a resumed run restarts from, as the trainer names it (`resuming_from`)
+        self.resume_checkpoint: str | None = None
 
     # -- measuring ------------------------------------------------------------------------------------------------
 
@@ -188,11 +191,24 @@ class AmplitudeMonitorCallback(TrainerCallback):
 
     # -- callback events ------------------------------------------------------------------------------------------
 
+    def resuming_from(self, checkpoint: str) -> None:
+        """Called by `VitsTrainer` before `on_train_begin` when it resumes from `checkpoint` (any folder)."""
+        self.resume_checkpoint = checkpoint
+
     def on_train_begin(self, args, state, control, **kwargs):
         # On resume, pick up the streak and the healthy checkpoints from the checkpoint the run restarts from.
         if state.global_step == 0:
             return
-        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", AMPLITUDE_STATUS_FILE)
+        if self.resume_checkpoint is None:
+            # a trainer other than VitsTrainer does not say which checkpoint it resumed from; guessing
+            # output_dir/checkpoint-N could read another run's history
+            logger.warning(
+                f"Amplitude monitor: training resumes at step {state.global_step} but the trainer did not name the "
+                "checkpoint (VitsTrainer does; else call resuming_from(checkpoint) before training): starting with "
+                "an empty history"
+            )
+            return
+        path = os.path.join(self.resume_checkpoint, AMPLITUDE_STATUS_FILE)
         if not os.path.isfile(path):
             logger.info(f"Amplitude monitor: no {path}; starting with an empty history at step {state.global_step}")
             return

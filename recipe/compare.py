@@ -6,7 +6,8 @@
 Per model and sentence: the WAV, amplitude and silence figures, generation time and real-time factor; with
 `--references` (a dataset source as `--dataset_name` takes it; its eval split gives the texts and recordings):
 MCD-DTW and duration ratio against the recording; with `--asr_model`: CER and WER of a speech recognizer's
-transcription against the normalized text. Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
+transcription against the sentence as written (lowercased and without punctuation for scoring, but never romanized:
+a recognizer answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
 (`reference/*.wav`), `plots/*.png` and `report.html` into `--output_dir`, prints the verdict lines, and exits with
 status 1 when a verdict fails, so that a pipeline can gate on it.
 """
@@ -38,8 +39,6 @@ from .evaluation import (
 from .report import plot_sentence, write_html_report
 
 logger = logging.getLogger(__name__)
-
-MODEL_LABELS = ("original", "finetuned")
 
 
 @dataclass
@@ -107,10 +106,20 @@ class CompareArguments:
 
 @dataclass
 class Sentence:
-    """One sentence to synthesize; `reference` is its recording at the fine-tuned model's rate, when there is one."""
+    """One sentence to synthesize; `reference` is its recording at the fine-tuned model's rate, when there is one.
+
+    `text` is what the model reads (normalized; romanized for an `is_uroman` tokenizer), `raw_text` the sentence as
+    written, in its own script: the CER / WER reference, since a speech recognizer answers in that script.
+    """
 
     text: str
     reference: np.ndarray | None = None
+    raw_text: str | None = None
+
+    @property
+    def scoring_text(self) -> str:
+        """The text a transcription is scored against: `raw_text` when known, else the model's `text`."""
+        return self.text if self.raw_text is None else self.raw_text
 
 
 def resolve_device(device: str) -> torch.device:
@@ -157,15 +166,20 @@ def load_references(args: CompareArguments, tokenizer, model_config) -> list[Sen
         max_eval_samples=args.max_samples,
         cache_dir=args.cache_dir,
     )
+    # only the eval split is featurized: the training split is read for the hold-out, never decoded
     datasets, _ = prepare_datasets(
-        data_args, tokenizer, model_config, os.path.join(args.output_dir, "references_data")
+        data_args, tokenizer, model_config, os.path.join(args.output_dir, "references_data"), splits=("eval",)
     )
     split = datasets["eval"]
     if len(split) == 0:
         raise ValueError(f"--references {args.references}: its eval split has no usable clip")
+    # ASR is scored against the sentence as written (`source_text`), not the model's text, which uroman may have
+    # romanized
     return [
-        Sentence(text=row["text"], reference=np.asarray(row["waveform"], dtype=np.float32))
-        for row in split.select_columns(["text", "waveform"])
+        Sentence(
+            text=row["text"], raw_text=row["source_text"], reference=np.asarray(row["waveform"], dtype=np.float32)
+        )
+        for row in split.select_columns(["text", "source_text", "waveform"])
     ]
 
 
@@ -290,8 +304,11 @@ def run_comparison(args: CompareArguments) -> dict:
     if args.texts is not None:
         from .text import normalize_text
 
-        # the reference text for CER is what the fine-tuned model reads; recordings only set the amplitude baseline
-        sentences = [Sentence(text=normalize_text(text, finetuned_tokenizer)) for text in read_texts(args.texts)]
+        # the model reads the normalized text; CER scores against the line as written (its own script, not uroman's);
+        # the recordings only set the amplitude baseline
+        sentences = [
+            Sentence(text=normalize_text(text, finetuned_tokenizer), raw_text=text) for text in read_texts(args.texts)
+        ]
         sentences = sentences[: args.max_samples]
     else:
         sentences = references
@@ -301,7 +318,7 @@ def run_comparison(args: CompareArguments) -> dict:
         os.makedirs(os.path.join(args.output_dir, folder), exist_ok=True)
     records = []
     for index, sentence in enumerate(sentences):
-        record = {"index": index, "text": sentence.text}
+        record = {"index": index, "text": sentence.text, "scoring_text": sentence.scoring_text}
         clips = {}
         if sentence.reference is not None:
             record["reference"] = amplitude_stats(sentence.reference, reference_rate)
@@ -313,7 +330,7 @@ def run_comparison(args: CompareArguments) -> dict:
             metrics = clip_metrics(waveform, seconds, configs[label], sentence.reference, reference_rate)
             if asr is not None:
                 metrics["transcription"] = transcribe(asr, waveform, configs[label].sampling_rate)
-                metrics.update(error_rates(sentence.text, metrics["transcription"]))
+                metrics.update(error_rates(sentence.scoring_text, metrics["transcription"]))
             metrics["wav"] = f"{label}/{index:03d}.wav"
             write_wav(os.path.join(args.output_dir, metrics["wav"]), waveform, configs[label].sampling_rate)
             record[label] = metrics

@@ -32,10 +32,10 @@ class ModelArguments:
     discriminator: str = field(
         default="auto",
         metadata={
-            "help": "'auto' (the discriminator saved in --model_name_or_path by an earlier round of this recipe, "
-            "else a fresh one), 'random' (fresh multi-period + scale discriminator), 'none' (no adversarial terms), "
-            "or a path to weights: a '*-train' checkpoint folder with 'discriminator.*' keys, or a discriminator this "
-            "recipe saved."
+            "help": "'auto' (the discriminator saved in a local --model_name_or_path folder by an earlier round of "
+            "this recipe, else a fresh one), 'random' (fresh multi-period + scale discriminator), 'none' (no "
+            "adversarial terms), or weights: a '*-train' checkpoint with 'discriminator.*' keys (a local folder or a "
+            "Hub id such as ylacombe/mms-tts-eng-train), or a discriminator this recipe saved."
         },
     )
     discriminator_config_name: str | None = field(
@@ -77,6 +77,11 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        if self.model_name_or_path is not None and self.config_name is not None:
+            raise ValueError(
+                f"Give --model_name_or_path ({self.model_name_or_path!r}, weights to fine-tune) or --config_name "
+                f"({self.config_name!r}, a fresh random model), not both: one of them would be ignored"
+            )
         for name in ("init_new_tokens_from", "freeze_original_embeddings"):
             if getattr(self, name) and not self.extend_vocabulary:
                 raise ValueError(f"--{name} only applies with --extend_vocabulary")
@@ -305,3 +310,22 @@ class VitsTrainingArguments(TrainingArguments):
                 "Need 0 <= --amplitude_warning_ratio <= --amplitude_critical_ratio, got "
                 f"{self.amplitude_warning_ratio} and {self.amplitude_critical_ratio}"
             )
+        if self.amplitude_target_peak is not None and not self.amplitude_loss_weight > 0:
+            raise ValueError(
+                f"--amplitude_target_peak {self.amplitude_target_peak} is a target of the amplitude loss, which is off "
+                f"(--amplitude_loss_weight {self.amplitude_loss_weight}): give --amplitude_loss_weight > 0 too"
+            )
+        if self.target_hours is not None:
+            # max_steps is planned during training: a fraction of it is unknown when these periods are fixed (a
+            # fraction of the provisional upper bound, or of --max_steps rather than of the planned steps)
+            fractional = {
+                name: getattr(self, name)
+                for name in ("logging_steps", "eval_steps", "save_steps")
+                if getattr(self, name) is not None and 0 < getattr(self, name) < 1
+            }
+            if fractional:
+                listed = ", ".join(f"--{name} {value}" for name, value in fractional.items())
+                raise ValueError(
+                    f"--target_hours plans max_steps while training, so {listed} (a fraction of max_steps) cannot "
+                    "be resolved: give a whole number of steps"
+                )

@@ -3,7 +3,7 @@
     from recipe.data import prepare_datasets
     features, report = prepare_datasets(data_args, tokenizer, model.config, output_dir)
 
-Steps, for the training split and the eval split:
+Steps, for the training split and the eval split (or the one of them a caller asks for with `splits=`):
 
 1. open the source (`recipe.sources`): a Hub / saved / parquet / audiofolder dataset, a Common Voice folder or an
    LJSpeech folder;
@@ -12,7 +12,9 @@ Steps, for the training split and the eval split:
 3. in `datasets.map` (`--preprocessing_num_workers` processes for a split of at least `MIN_CLIPS_PER_WORKER` clips per
    worker; a smaller split runs in the main process, where a pool costs more than it saves): decode with
    `recipe.audio` (soundfile + soxr, at the model's sampling rate), normalize and tokenize the text (`recipe.text`),
-   compute the log-mel target, and give every clip that cannot be used exactly one drop reason;
+   compute the log-mel target, and give every clip that cannot be used exactly one drop reason (`too_many_tokens`
+   covers a text over `--max_tokens_length` and one with more tokens than the clip has spectrogram frames, which no
+   monotonic alignment can fit);
 4. the map writes its Arrow files straight into `<cache_dir>/vits_features/<key>/` (one write per clip; dropped
    clips are empty rows that `features.json` tells the loader to skip), where the key hashes the source's content
    and every argument that changes the features: a second run with the same arguments loads it memory-mapped and
@@ -22,7 +24,8 @@ Steps, for the training split and the eval split:
 
 Cached columns, one row per clip: `input_ids`, `waveform` (float32 at the model rate), `log_mel` (`(frames, 80)`,
 frames = samples // hop), `waveform_length`, `mel_length`, `tokens_length`, `speaker_id` (a `ClassLabel`: its
-`names` are the speaker ids of the source), `text` (normalized) and `path`. The linear spectrogram the posterior
+`names` are the speaker ids of the source), `text` (normalized, what the model reads), `source_text` (as written in
+the source: what speech recognition is scored against) and `path`. The linear spectrogram the posterior
 encoder reads is not cached: it is computed from `waveform` on the device in the training step (`recipe.audio`).
 Measured with `scripts/measure_feature_cache.py`: the cache as built takes about 305 MB per hour of audio; with the
 linear spectrogram (513 float32 per frame) it would take about 765 MB, 2.5 times as much, to save one STFT per step.
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -42,10 +44,9 @@ from dataclasses import asdict, dataclass
 
 import datasets
 import numpy as np
-import soundfile as sf
 import torch
 
-from .audio import AudioDecodeError, SpectrogramConfig, load_audio, log_mel_spectrogram, resample
+from .audio import AudioDecodeError, SpectrogramConfig, audio_duration, load_audio, log_mel_spectrogram
 from .sources import DataError, Source, load_source_from_args, resolve_audio_path
 from .text import encode_text_with_dropped, summarize_dropped_characters
 
@@ -62,21 +63,24 @@ DROP_REASONS = (
     "too_short",
     "too_long",
     "empty_text",
+    # more tokens than --max_tokens_length, or more tokens than audio (spectrogram) frames
     "too_many_tokens",
 )
 # Reasons that mean broken input (as opposed to a filter doing its job); their share is bounded by --max_bad_fraction.
 BAD_REASONS = ("path_outside_dataset", "missing_file", "decode_error")
 MAX_EXAMPLES = 10
 # Bump when the feature computation or the cache layout changes, so that old caches are not reused.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 # A split with fewer clips per requested worker is featurized in the main process: starting a pool, pickling the
 # tokenizer to it and merging its shards costs 300-600 ms per split (benchmarks/README.md), the time of 50-300 clips.
 MIN_CLIPS_PER_WORKER = 128
 # The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.
 CACHE_MANIFEST = "features.json"
+# The splits `prepare_datasets` returns, in this order; a caller may ask for a subset (`splits=`).
+SPLITS = ("train", "eval")
 # Seed of the permutation that picks the --eval_fraction hold-out: the same data always gives the same split.
 EVAL_HOLDOUT_SEED = 1234
-INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters", "source_text")
+INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters")
 # Clips whose text uroman changed, shown before and after in the report (a reader checks the romanization by eye).
 MAX_UROMAN_EXAMPLES = 5
 
@@ -126,13 +130,10 @@ def _decode(audio, settings: FeatureSettings) -> tuple[np.ndarray | None, str, s
         entry, data = str(audio or ""), None
     if data is not None:
         try:
-            samples, file_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except Exception as error:  # soundfile raises LibsndfileError, RuntimeError or TypeError by codec
-            logger.debug("decode error in %s: %s", entry, error)
+            return load_audio(data, sampling_rate, entry or None), entry, ""
+        except AudioDecodeError as error:
+            logger.debug("decode error: %s", error)
             return None, entry, "decode_error"
-        if samples.shape[0] == 0:
-            return None, entry, "decode_error"
-        return resample(samples.mean(axis=1), int(file_rate), sampling_rate), entry, ""
     if not entry:
         return None, entry, "missing_file"
     path = resolve_audio_path(entry, settings.source_root, settings.audio_dir, settings.audio_suffix)
@@ -142,7 +143,8 @@ def _decode(audio, settings: FeatureSettings) -> tuple[np.ndarray | None, str, s
         return load_audio(path, sampling_rate), path, ""
     except FileNotFoundError:
         return None, path, "missing_file"
-    except AudioDecodeError:
+    except AudioDecodeError as error:
+        logger.debug("decode error: %s", error)
         return None, path, "decode_error"
 
 
@@ -153,7 +155,7 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
         torch.set_num_threads(1)
     text = row[settings.text_column]
     text = "" if text is None else str(text)
-    normalized, input_ids, dropped = encode_text_with_dropped(text, tokenizer)
+    normalized, input_ids, dropped, num_characters = encode_text_with_dropped(text, tokenizer)
     speaker = str(row[settings.speaker_column]) if settings.speaker_column else ""
     audio = row[settings.audio_column]
     display_path = audio.get("path") if isinstance(audio, dict) else str(audio)
@@ -175,7 +177,9 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
             reason = "too_long"
         elif not normalized.strip():
             reason = "empty_text"
-        elif len(input_ids) > settings.max_tokens:
+        elif len(input_ids) > settings.max_tokens or len(input_ids) > settings.spectrogram.num_frames(len(waveform)):
+            # More tokens than spectrogram frames: no monotonic alignment gives every token a frame
+            # (`recipe.alignment`). With add_blank, 2 * characters + 1 tokens against 62.5 frames a second.
             reason = "too_many_tokens"
 
     num_mels = settings.spectrogram.num_mel_bins
@@ -196,7 +200,8 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
         "path": display_path or "",
         "drop_reason": reason,
         "dropped_characters": "".join(dropped.elements()),
-        "num_characters": len(text),
+        # the characters `dropped` was counted in (after NFC, uroman and lowercasing), not the raw text's
+        "num_characters": num_characters,
         "source_text": text,
     }
 
@@ -222,16 +227,22 @@ def _feature_types(speaker_names: tuple[str, ...], num_mels: int) -> datasets.Fe
     )
 
 
-def _probe_seconds(audio, settings: FeatureSettings) -> float:
-    """Duration from the file header (no decoding); 0 for a clip that cannot be read (counted later, when decoded)."""
+def _probe_seconds(audio, settings: FeatureSettings) -> float | None:
+    """Duration from the file header (no decoding); None for a clip that is missing, undecodable or outside the
+    dataset (`featurize` gives it its drop reason later)."""
+    if isinstance(audio, dict) and audio.get("bytes") is not None:
+        source, name = audio["bytes"], audio.get("path") or None
+    else:
+        entry = audio.get("path") if isinstance(audio, dict) else audio
+        source = resolve_audio_path(str(entry or ""), settings.source_root, settings.audio_dir, settings.audio_suffix)
+        if not source:
+            return None
+        name = None
     try:
-        if isinstance(audio, dict) and audio.get("bytes") is not None:
-            return float(sf.info(io.BytesIO(audio["bytes"])).duration)
-        entry = audio.get("path") if isinstance(audio, dict) else str(audio)
-        path = resolve_audio_path(entry or "", settings.source_root, settings.audio_dir, settings.audio_suffix)
-        return float(sf.info(path).duration) if path else 0.0
-    except Exception:  # unreadable clips are reported with their reason by `featurize`; here they just weigh 0 s
-        return 0.0
+        return audio_duration(source, name)
+    except (FileNotFoundError, AudioDecodeError) as error:
+        logger.debug("cannot measure %s", error)
+        return None
 
 
 def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings, num_proc: int | None) -> str:
@@ -239,12 +250,24 @@ def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings,
         lambda audio, speaker: {"seconds": _probe_seconds(audio, settings), "speaker_key": str(speaker)},
         input_columns=[settings.audio_column, settings.speaker_column],
         remove_columns=split.column_names,
+        features=datasets.Features({"seconds": datasets.Value("float64"), "speaker_key": datasets.Value("string")}),
         num_proc=num_proc,
         desc="Measuring audio per speaker",
     )
     seconds = Counter()
+    unreadable = 0
     for speaker, duration in zip(probed["speaker_key"], probed["seconds"]):
-        seconds[speaker] += duration
+        if duration is None:
+            unreadable += 1
+        else:
+            seconds[speaker] += duration
+    if unreadable:
+        logger.warning(
+            "--speaker_id top: %d of %d clips could not be measured (missing, undecodable or outside the dataset; "
+            "the data report counts them by reason) and weigh 0 s",
+            unreadable,
+            len(probed),
+        )
     if not seconds or max(seconds.values()) == 0:
         raise DataError("--speaker_id top: no readable clip in the training split to measure speakers by")
     # Ties go to the smallest id, so that the choice never depends on row order.
@@ -332,8 +355,10 @@ def _tokenizer_identity(tokenizer) -> dict:
     }
 
 
-def feature_cache_key(source: Source, data_args, tokenizer, spectrogram: SpectrogramConfig) -> str:
-    """Hash of the source's content and of every argument the cached features depend on.
+def feature_cache_key(
+    source: Source, data_args, tokenizer, spectrogram: SpectrogramConfig, splits: tuple[str, ...] = SPLITS
+) -> str:
+    """Hash of the source's content, of the featurized `splits` and of every argument the cached features depend on.
 
     `--max_train_samples`, `--max_eval_samples`, `--max_bad_fraction` and the number of workers are left out: they
     are applied to, or checked on, the cached result.
@@ -361,6 +386,7 @@ def feature_cache_key(source: Source, data_args, tokenizer, spectrogram: Spectro
         "arguments": arguments,
         "tokenizer": _tokenizer_identity(tokenizer),
         "spectrogram": asdict(spectrogram),
+        "splits": list(splits),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -415,8 +441,13 @@ def _workers_for(num_clips: int, num_proc: int | None) -> int | None:
     return num_proc
 
 
-def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_path: str) -> dict:
-    """Featurize both splits and save them (with their report) at `cache_path`. Returns the report.
+def _build_features(
+    source: Source, data_args, tokenizer, spectrogram, cache_path: str, splits: tuple[str, ...] = SPLITS
+) -> dict:
+    """Featurize `splits` and save them (with their report) at `cache_path`. Returns the report.
+
+    The training split is read (for the speaker choice and the eval hold-out) even when only `"eval"` is asked for,
+    so that the eval clips are the ones a training run on the same arguments holds out.
 
     The Arrow files `datasets.map` writes are the cache itself (one write per clip): dropped clips stay in them as
     empty rows, and the manifest lists the rows to read, so that nothing is copied after the map.
@@ -449,6 +480,8 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
     try:
         with _one_torch_thread():
             for name, split in (("train", train), ("eval", eval_split)):
+                if name not in splits:
+                    continue
                 featurized = split.map(
                     featurize,
                     fn_kwargs={"settings": settings, "tokenizer": tokenizer},
@@ -472,7 +505,7 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
                     # None when every row is a kept clip (the usual case): then no selection is made when loading
                     "kept_rows": None if len(kept) == len(featurized) else kept,
                 }
-        if overlap_removed:
+        if overlap_removed and "train" in report:
             report["train"]["overlap_with_eval_removed"] = overlap_removed
         if not all(split_report["kept"] for split_report in report.values()):
             # An empty split stops the run (`_check`): nothing worth caching.
@@ -495,7 +528,7 @@ def _build_features(source: Source, data_args, tokenizer, spectrogram, cache_pat
 
 
 def _load_features(cache_path: str) -> datasets.DatasetDict:
-    """The kept clips of both splits, memory-mapped from the Arrow files of the cache folder, without the columns
+    """The kept clips of the cached splits, memory-mapped from the Arrow files of the cache folder, without the columns
     that only the report needed."""
     manifest_path = os.path.join(cache_path, CACHE_MANIFEST)
     if not os.path.isfile(manifest_path):
@@ -581,7 +614,30 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def prepare_datasets(data_args, tokenizer, model_config, output_dir: str) -> tuple[datasets.DatasetDict, dict]:
+def _is_main_process() -> bool:
+    """True unless this is a non-zero rank of a distributed launch (`torchrun` / `accelerate launch` set `RANK`)."""
+    return os.environ.get("RANK") in (None, "", "0")
+
+
+def _requested_splits(splits) -> tuple[str, ...]:
+    if isinstance(splits, str):
+        splits = (splits,)
+    unknown = [name for name in splits if name not in SPLITS]
+    if unknown or not splits:
+        raise ValueError(f"splits must be a non-empty selection of {SPLITS}, not {splits!r}")
+    return tuple(name for name in SPLITS if name in splits)
+
+
+def prepare_datasets(
+    data_args,
+    tokenizer,
+    model_config,
+    output_dir: str,
+    *,
+    splits: tuple[str, ...] = SPLITS,
+    token: str | None = None,
+    is_main_process: bool | None = None,
+) -> tuple[datasets.DatasetDict, dict]:
     """Training and eval features for `model_config`, from the Arrow cache when a previous run built them.
 
     Args:
@@ -589,28 +645,42 @@ def prepare_datasets(data_args, tokenizer, model_config, output_dir: str) -> tup
         tokenizer (`VitsTokenizer`): the model's tokenizer; its normalization and vocabulary make the `input_ids`.
         model_config (`VitsConfig`): gives the sampling rate and the STFT geometry of the log-mel target.
         output_dir (`str`): where `data_report.json` is written.
+        splits (`tuple[str, ...]`, *optional*, defaults to `("train", "eval")`): the splits to featurize and return;
+            `("eval",)` featurizes the eval split alone (the training split is still read, not featurized, for the
+            speaker choice and the hold-out). Part of the cache key.
+        token (`str`, *optional*): Hub token for a private dataset (`--token`), passed to `datasets.load_dataset`.
+        is_main_process (`bool`, *optional*): whether this process may delete and rebuild the cache for
+            `--overwrite_cache`; defaults to "not a non-zero `RANK`". The other ranks of a distributed run, which
+            run after the main one (`main_process_first`), reuse the cache it has just rebuilt.
 
     Returns:
-        `tuple(datasets.DatasetDict, dict)`: splits `"train"` and `"eval"` with the cached columns (see the module
-        docstring), and the report: per split `seen`, `kept`, `hours`, `dropped` (reason -> count and up to 10
-        example paths), `dropped_characters`, and `max_samples` when a cap applies.
+        `tuple(datasets.DatasetDict, dict)`: the requested splits (`"train"`, `"eval"`) with the cached columns (see
+        the module docstring), and the report: per split `seen`, `kept`, `hours`, `dropped` (reason -> count and up
+        to 10 example paths), `dropped_characters`, and `max_samples` when a cap applies.
 
     Raises:
         `DataError`: a missing dataset, split or column; more than `--max_bad_fraction` bad clips in a split; or a
         split that filtering leaves empty. The report is written before the error is raised.
+        `ValueError`: `splits` names something other than `"train"` / `"eval"`.
     """
+    splits = _requested_splits(splits)
+    if is_main_process is None:
+        is_main_process = _is_main_process()
     spectrogram = SpectrogramConfig.from_model_config(model_config)
-    source = load_source_from_args(data_args)
+    source = load_source_from_args(data_args, token=token)
     cache_root = os.path.join(data_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "vits_features")
-    cache_path = os.path.join(cache_root, feature_cache_key(source, data_args, tokenizer, spectrogram))
+    cache_path = os.path.join(cache_root, feature_cache_key(source, data_args, tokenizer, spectrogram, splits))
     if data_args.overwrite_cache and os.path.isdir(cache_path):
-        shutil.rmtree(cache_path)
+        if is_main_process:
+            shutil.rmtree(cache_path)
+        else:
+            logger.info("--overwrite_cache: reusing %s, which the main process has rebuilt", cache_path)
     if os.path.isdir(cache_path):
         logger.info("Loading cached features from %s", cache_path)
     else:
         logger.info("Preprocessing %s into %s", data_args.dataset_name, cache_path)
         os.makedirs(cache_root, exist_ok=True)
-        report = _build_features(source, data_args, tokenizer, spectrogram, cache_path)
+        report = _build_features(source, data_args, tokenizer, spectrogram, cache_path, splits)
         if not os.path.isdir(cache_path):  # a split came out empty: report it and stop
             _write_report(report, output_dir)
             _check(report, data_args.max_bad_fraction)
@@ -619,15 +689,9 @@ def prepare_datasets(data_args, tokenizer, model_config, output_dir: str) -> tup
     with open(os.path.join(cache_path, "build_report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
 
+    limits = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples}
     features = datasets.DatasetDict(
-        {
-            "train": _apply_cap(
-                features["train"], data_args.max_train_samples, report["train"], spectrogram.sampling_rate
-            ),
-            "eval": _apply_cap(
-                features["eval"], data_args.max_eval_samples, report["eval"], spectrogram.sampling_rate
-            ),
-        }
+        {name: _apply_cap(features[name], limits[name], report[name], spectrogram.sampling_rate) for name in splits}
     )
     _write_report(report, output_dir)
     _check(report, data_args.max_bad_fraction)

@@ -19,6 +19,13 @@ from torch.nn.utils.parametrizations import weight_norm
 
 DISCRIMINATOR_CONFIG_NAME = "discriminator_config.json"
 DISCRIMINATOR_WEIGHTS_NAME = "discriminator.safetensors"
+# The files a discriminator is read from, in order of preference; from a Hub repository only these are fetched (no
+# tokenizer, no README), and `pytorch_model.bin` only when there is no safetensors file, so nothing comes twice.
+HUB_CONFIG_FILES = ("config.json", DISCRIMINATOR_CONFIG_NAME)
+HUB_SAFETENSORS_FILES = (DISCRIMINATOR_WEIGHTS_NAME, "model.safetensors")
+HUB_PICKLE_FILE = "pytorch_model.bin"
+# `owner/name` as the Hub spells a repository id.
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 @dataclass
@@ -210,53 +217,90 @@ def _plain_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return plain
 
 
-def _read_state_dict(folder: str) -> dict[str, torch.Tensor]:
+def _read_state_dict(folder: str, spec: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    for name in (DISCRIMINATOR_WEIGHTS_NAME, "model.safetensors"):
+    for name in HUB_SAFETENSORS_FILES:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return load_file(path)
-    path = os.path.join(folder, "pytorch_model.bin")
+    path = os.path.join(folder, HUB_PICKLE_FILE)
     if os.path.isfile(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     raise FileNotFoundError(
-        f"{folder}: no {DISCRIMINATOR_WEIGHTS_NAME}, model.safetensors or pytorch_model.bin with discriminator weights"
+        f"--discriminator {spec!r}: no {DISCRIMINATOR_WEIGHTS_NAME}, model.safetensors or pytorch_model.bin with "
+        "discriminator weights"
     )
+
+
+def download_from_hub(repo_id: str) -> str:
+    """Fetch the configs and discriminator weights of a Hub repository (e.g. `ylacombe/mms-tts-eng-train`).
+
+    Returns:
+        `str`: the local snapshot folder.
+
+    Raises:
+        `FileNotFoundError` naming the repository when it cannot be fetched (offline, missing, gated, no weights).
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=[*HUB_CONFIG_FILES, *HUB_SAFETENSORS_FILES])
+        if not any(os.path.isfile(os.path.join(folder, name)) for name in HUB_SAFETENSORS_FILES):
+            folder = snapshot_download(repo_id, allow_patterns=[*HUB_CONFIG_FILES, HUB_PICKLE_FILE])
+    except (OSError, ValueError) as error:  # huggingface_hub's HTTP, offline and validation errors
+        raise FileNotFoundError(
+            f"--discriminator {repo_id!r}: no such local folder, and the Hub repository could not be fetched "
+            f"(offline, missing, or gated without a token?): {error}"
+        ) from error
+    return folder
 
 
 def load_discriminator(spec: str, config: DiscriminatorConfig | None = None) -> VitsDiscriminator | None:
     """Build the discriminator `--discriminator` names.
 
     Args:
-        spec (`str`): `"none"` (no adversarial training: returns `None`), `"random"` (fresh weights), or a folder:
-            one written by `save_discriminator`, or a `*-train` checkpoint whose weights hold `discriminator.*` keys.
+        spec (`str`): `"none"` (no adversarial training: returns `None`), `"random"` (fresh weights), or a folder or
+            Hub id (`owner/name`, used when no such local folder exists): one written by `save_discriminator`, or a
+            `*-train` checkpoint whose weights hold `discriminator.*` keys (e.g. `ylacombe/mms-tts-eng-train`).
         config (`DiscriminatorConfig`, *optional*): architecture of a `"random"` discriminator; VITS's by default.
 
     Raises:
-        `FileNotFoundError` for a missing folder or weights file, `ValueError` when the weights hold no
-        discriminator or do not match its architecture.
+        `FileNotFoundError` for a missing folder, a Hub repository that cannot be fetched or a missing weights file,
+        `ValueError` when the weights hold no discriminator or do not match its architecture.
     """
     if spec == "none":
         return None
     if spec == "random":
         return VitsDiscriminator(config)
-    if not os.path.isdir(spec):
-        raise FileNotFoundError(f"--discriminator {spec!r}: not 'random', 'none' or an existing folder")
-    own_config = os.path.join(spec, DISCRIMINATOR_CONFIG_NAME)
+    source = spec
+    if not os.path.exists(spec) and HUB_ID_PATTERN.fullmatch(spec):
+        source = download_from_hub(spec)
+    elif not os.path.isdir(spec):
+        raise FileNotFoundError(
+            f"--discriminator {spec!r}: not 'random', 'none', an existing folder or a Hub id (owner/name)"
+        )
+    return _load_from_folder(source, spec)
+
+
+def _load_from_folder(folder: str, spec: str) -> VitsDiscriminator:
+    """The discriminator in `folder` (a local folder or a Hub snapshot); errors name `spec`, what the user gave."""
+    own_config = os.path.join(folder, DISCRIMINATOR_CONFIG_NAME)
     if os.path.isfile(own_config):
         with open(own_config) as handle:
             architecture = DiscriminatorConfig(**json.load(handle))
-        state = _read_state_dict(spec)
+        state = _read_state_dict(folder, spec)
     else:
-        model_config = os.path.join(spec, "config.json")
+        model_config = os.path.join(folder, "config.json")
         raw = {}
         if os.path.isfile(model_config):
             with open(model_config) as handle:
                 raw = json.load(handle)
         architecture = DiscriminatorConfig.from_vits_train_config(raw)
         state = {
-            k[len("discriminator.") :]: v for k, v in _read_state_dict(spec).items() if k.startswith("discriminator.")
+            k[len("discriminator.") :]: v
+            for k, v in _read_state_dict(folder, spec).items()
+            if k.startswith("discriminator.")
         }
         if not state:
             raise ValueError(

@@ -230,13 +230,6 @@ def apply_decoder_weight_norm(vits: VitsModel) -> None:
             weight_norm(layer)
 
 
-def remove_decoder_weight_norm(vits: VitsModel) -> None:
-    """Fold the decoder's weight norm back into plain weights (transformers' `remove_weight_norm` fails in 5.x)."""
-    for layer in decoder_weight_norm_layers(vits):
-        if parametrize.is_parametrized(layer, "weight"):
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-
-
 FREEZABLE_SUBMODULES = {
     "freeze_text_encoder": "text_encoder",
     "freeze_duration_predictor": "duration_predictor",

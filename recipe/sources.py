@@ -93,8 +93,15 @@ def load_source(
     text_column_name: str = "text",
     speaker_id_column_name: str | None = None,
     cache_dir: str | None = None,
+    *,
+    token: str | None = None,
 ) -> Source:
-    """Open `dataset_name` in the given (or detected) layout. Raises `DataError` for a wrong path or column."""
+    """Open `dataset_name` in the given (or detected) layout. Raises `DataError` for a wrong path or column.
+
+    `token` (a Hub token, `--token`) is passed to `datasets.load_dataset` for private Hub datasets. A
+    `dataset_config_name` is refused (`DataError`) for a layout that has no configurations: a Common Voice or
+    LJSpeech folder, an audiofolder, a saved dataset or a parquet file.
+    """
     if not dataset_name:
         raise DataError("--dataset_name is required")
     if dataset_format not in FORMATS:
@@ -102,17 +109,26 @@ def load_source(
     if dataset_format == "auto":
         dataset_format = detect_format(dataset_name)
         logger.info("Detected dataset format %r for %s", dataset_format, dataset_name)
+    if dataset_format in ("common_voice", "ljspeech"):
+        _refuse_config_name(dataset_config_name, dataset_name, f"a {dataset_format} folder")
     if dataset_format == "common_voice":
         return load_common_voice(dataset_name, speaker_id_column_name or "client_id")
     if dataset_format == "ljspeech":
         return load_ljspeech(dataset_name)
     return load_hub(
-        dataset_name, dataset_config_name, audio_column_name, text_column_name, speaker_id_column_name, cache_dir
+        dataset_name,
+        dataset_config_name,
+        audio_column_name,
+        text_column_name,
+        speaker_id_column_name,
+        cache_dir,
+        token=token,
     )
 
 
-def load_source_from_args(data_args) -> Source:
-    """`load_source` with the dataset and column arguments of a `DataArguments`."""
+def load_source_from_args(data_args, *, token: str | None = None) -> Source:
+    """`load_source` with the dataset and column arguments of a `DataArguments` (and the Hub `token`, which is a
+    model argument)."""
     return load_source(
         data_args.dataset_name,
         data_args.dataset_format,
@@ -121,7 +137,17 @@ def load_source_from_args(data_args) -> Source:
         data_args.text_column_name,
         data_args.speaker_id_column_name,
         data_args.cache_dir,
+        token=token,
     )
+
+
+def _refuse_config_name(config_name: str | None, dataset_name: str, layout: str) -> None:
+    """A configuration name would be silently ignored by a layout that has none: stop instead."""
+    if config_name:
+        raise DataError(
+            f"--dataset_config_name {config_name!r} has no meaning for {dataset_name}, {layout} (only a Hub dataset "
+            "or a dataset script has configurations): leave it out"
+        )
 
 
 def _require_folder(folder: str, layout: str, required: list[str]) -> None:
@@ -241,17 +267,21 @@ def _local_root(dataset_name: str) -> str | None:
     return None
 
 
-def _open_hub_dataset(dataset_name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
+def _open_hub_dataset(
+    dataset_name: str, config_name: str | None, cache_dir: str | None, token: str | None = None
+) -> datasets.DatasetDict:
     is_saved = os.path.isdir(dataset_name) and (
         os.path.isfile(os.path.join(dataset_name, "dataset_dict.json"))
         or os.path.isfile(os.path.join(dataset_name, "state.json"))
     )
     if is_saved:
+        _refuse_config_name(config_name, dataset_name, "a saved dataset (save_to_disk)")
         loaded = datasets.load_from_disk(dataset_name)
     elif os.path.isfile(dataset_name) and dataset_name.endswith(".parquet"):
+        _refuse_config_name(config_name, dataset_name, "a parquet file")
         loaded = datasets.load_dataset("parquet", data_files=dataset_name, cache_dir=cache_dir)
     else:
-        loaded = datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir)
+        loaded = datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir, token=token)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
@@ -302,6 +332,34 @@ def _load_audiofolder(metadata_files: dict[str, str], folder: str, cache_dir: st
     return datasets.DatasetDict(splits)
 
 
+def _listed_files_fingerprint(
+    metadata_files: list[str], splits: dict[str, datasets.Dataset], audio_column: str, root: str
+) -> str:
+    """Hash of the metadata files' bytes and of the size and mtime of every audio file they list (in any
+    sub-folder), so that an edited, replaced or deleted clip means new features."""
+    digest = hashlib.sha256()
+    for path in metadata_files:
+        digest.update(os.path.abspath(path).encode())
+        with open(path, "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    for name, split in sorted(splits.items()):
+        if not isinstance(split.features[audio_column], datasets.Value):
+            continue  # not file names: nothing beyond the metadata bytes above to hash
+        digest.update(f"split {name}\n".encode())
+        for entry in split[audio_column]:
+            path = resolve_audio_path(str(entry or ""), root, root)
+            if path is None:
+                state = "outside the dataset"
+            else:
+                try:
+                    stat = os.stat(path)
+                    state = f"{stat.st_size}\0{stat.st_mtime_ns}"
+                except (FileNotFoundError, NotADirectoryError):
+                    state = "missing"  # counted as `missing_file` when the clips are featurized
+            digest.update(f"{entry}\0{state}\n".encode())
+    return digest.hexdigest()
+
+
 def load_hub(
     dataset_name: str,
     config_name: str | None,
@@ -309,14 +367,17 @@ def load_hub(
     text_column: str,
     speaker_column: str | None,
     cache_dir: str | None,
+    *,
+    token: str | None = None,
 ) -> Source:
     """A dataset `datasets` can open, with its audio column cast to `Audio(decode=False)` when it is an Audio one."""
     metadata_files = _audiofolder_metadata(dataset_name)
     try:
         if metadata_files:
+            _refuse_config_name(config_name, dataset_name, "an audiofolder")
             loaded = _load_audiofolder(metadata_files, dataset_name, cache_dir)
         else:
-            loaded = _open_hub_dataset(dataset_name, config_name, cache_dir)
+            loaded = _open_hub_dataset(dataset_name, config_name, cache_dir, token)
     except FileNotFoundError as error:
         raise DataError(f"Cannot open dataset {dataset_name!r}: {error}") from error
     splits = {}
@@ -334,16 +395,13 @@ def load_hub(
             split = split.cast_column(audio_column, datasets.Audio(decode=False))
         splits[name] = split
     default_eval = next((name for name in EVAL_SPLIT_CANDIDATES if name in splits), None)
-    if metadata_files:  # the clips are files beside the metadata: their sizes and mtimes are part of the content
-        folders = sorted({os.path.dirname(path) for path in metadata_files.values()})
-        fingerprint = hashlib.sha256(
-            "".join(_folder_fingerprint(sorted(metadata_files.values()), folder) for folder in folders).encode()
-        ).hexdigest()
+    root = _local_root(dataset_name)
+    if metadata_files:  # the clips are the files the metadata lists: their sizes and mtimes are part of the content
+        fingerprint = _listed_files_fingerprint(sorted(metadata_files.values()), splits, audio_column, root)
     else:
         fingerprint = hashlib.sha256(
             "\n".join(f"{name}:{split._fingerprint}" for name, split in sorted(splits.items())).encode()
         ).hexdigest()
-    root = _local_root(dataset_name)
     return Source(
         splits=splits,
         audio_column=audio_column,

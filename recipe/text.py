@@ -9,10 +9,10 @@ ids that inference will produce, so this module calls the tokenizer itself and a
 - uroman runs once per worker process: the tokenizer builds a new `uroman.Uroman()` (seconds of loading) on every
   call, which would dominate preprocessing.
 
-`dropped_characters` names what the vocabulary loses, so that a tokenizer that drops a third of a language's letters
-is caught before training rather than heard after it. `character_kind` tells the two kinds of loss apart: a letter,
-mark or digit the vocabulary lacks (`not_in_vocabulary`: `--extend_vocabulary` can add it) and punctuation, symbols
-or spacing that MMS vocabularies leave out by design (`normalized_away`).
+`encode_text_with_dropped` names what the vocabulary loses, so that a tokenizer that drops a third of a language's
+letters is caught before training rather than heard after it. `character_kind` tells the two kinds of loss apart: a
+letter, mark or digit the vocabulary lacks (`not_in_vocabulary`: `--extend_vocabulary` can add it) and punctuation,
+symbols or spacing that MMS vocabularies leave out by design (`normalized_away`).
 """
 
 from __future__ import annotations
@@ -83,29 +83,36 @@ def encode_text(text: str, tokenizer) -> tuple[str, list[int]]:
         `tuple(str, list[int])`: `normalize_text(text, tokenizer)` and the ids `tokenizer(text)` gives, except that
         uroman has run once per process and the text was NFC-normalized.
     """
-    normalized, input_ids, _ = encode_text_with_dropped(text, tokenizer)
+    normalized, input_ids, _, _ = encode_text_with_dropped(text, tokenizer)
     return normalized, input_ids
 
 
-def encode_text_with_dropped(text: str, tokenizer) -> tuple[str, list[int], Counter]:
-    """`encode_text` and `dropped_characters` of `text` together, with the tokenizer's lowercasing run once.
+def encode_text_with_dropped(text: str, tokenizer) -> tuple[str, list[int], Counter, int]:
+    """`encode_text`, plus the characters the vocabulary drops, with the tokenizer's lowercasing run once.
 
     `VitsTokenizer.normalize_text` walks the whole vocabulary at every character (0.15 ms for a short sentence with
-    an MMS vocabulary); calling `normalize_text`, `tokenizer(text)` and `dropped_characters` one after the other
+    an MMS vocabulary); calling `normalize_text`, `tokenizer(text)` and a separate count one after the other
     would run it three times per clip. Here it runs once, and the rest of the tokenizer's own preparation
     (`prepare_for_tokenization` with `normalize=False`, then its strip of what the vocabulary lacks) and its
     tokenization run on the result, so that the ids stay the ones `tokenizer(text)` gives (the tests compare them).
 
+    Dropped characters are counted after NFC, uroman and the tokenizer's lowercasing: an upper-case letter whose
+    lower case is in the vocabulary is not dropped, and neither is a letter uroman transliterates. Punctuation is
+    counted too (MMS vocabularies drop it by design; the report shows it so that a reader can tell it from lost
+    letters).
+
     Returns:
-        `tuple(str, list[int], Counter)`: the normalized text, its token ids, and the characters the vocabulary
-        drops (empty when the tokenizer phonemizes).
+        `tuple(str, list[int], Counter, int)`: the normalized text, its token ids, the characters the vocabulary
+        drops (empty when the tokenizer phonemizes: characters are then mapped to phonemes, not kept or lost), and
+        the number of characters of the text they were counted in (after NFC, uroman and lowercasing), the
+        denominator of a dropped fraction.
     """
     plain = _without_uroman(tokenizer)
     prepared = pre_vocabulary_text(text, tokenizer)
     if getattr(tokenizer, "phonemize", False):
         # espeak turns the text into phonemes: nothing to share, and phonemes must not be phonemized again
         normalized, _ = plain.prepare_for_tokenization(prepared)
-        return normalized, list(plain(prepared, add_special_tokens=False)["input_ids"]), Counter()
+        return normalized, list(plain(prepared, add_special_tokens=False)["input_ids"]), Counter(), len(prepared)
     lowered = plain.normalize_text(prepared) if plain.normalize else prepared
     dropped = Counter(char for char in lowered if not _in_vocabulary(char, plain))
     normalized, _ = plain.prepare_for_tokenization(lowered, normalize=False)  # language fixes (Romanian comma-t)
@@ -113,7 +120,7 @@ def encode_text_with_dropped(text: str, tokenizer) -> tuple[str, list[int], Coun
         # the tokenizer's last normalizing step (`prepare_for_tokenization`), skipped above with `normalize=False`
         normalized = "".join(char for char in normalized if char in plain.encoder).strip()
     input_ids = plain(normalized, add_special_tokens=False, normalize=False)["input_ids"]
-    return normalized, list(input_ids), dropped
+    return normalized, list(input_ids), dropped, len(lowered)
 
 
 def _in_vocabulary(char: str, tokenizer) -> bool:
@@ -121,25 +128,9 @@ def _in_vocabulary(char: str, tokenizer) -> bool:
     return char in tokenizer.encoder or char in tokenizer.added_tokens_encoder
 
 
-def dropped_characters(text: str, tokenizer) -> Counter:
-    """Characters of `text` that the tokenizer's vocabulary does not hold, so that they are stripped or become unk.
-
-    Counted after NFC, uroman and the tokenizer's lowercasing: an upper-case letter whose lower case is in the
-    vocabulary is not dropped, and neither is a letter uroman transliterates. Punctuation is counted too (MMS
-    vocabularies drop it by design; the report shows it so that a reader can tell it from lost letters).
-    Returns an empty counter when the tokenizer phonemizes: characters are then mapped to phonemes, not kept or lost.
-    """
-    if getattr(tokenizer, "phonemize", False):
-        return Counter()
-    prepared = pre_vocabulary_text(text, tokenizer)
-    if getattr(tokenizer, "normalize", False):
-        prepared = tokenizer.normalize_text(prepared)
-    vocabulary = tokenizer.get_vocab()
-    return Counter(char for char in prepared if char not in vocabulary)
-
-
 def count_dropped_characters(texts, tokenizer) -> Counter:
-    """`dropped_characters` summed over `texts`, fast enough for a whole dataset before it is featurized.
+    """The dropped characters of `encode_text_with_dropped` summed over `texts`, fast enough for a whole dataset
+    before it is featurized.
 
     Characters are counted once per text (NFC, and uroman when the tokenizer asks for it), then each distinct
     character is put through the tokenizer's lowercasing once: the vocabulary walk of `normalize_text` runs per

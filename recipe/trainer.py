@@ -8,12 +8,15 @@ What it changes in `Trainer`, and why:
     - `compute_loss` / `prediction_step` / `evaluation_loop` / `log`: the loss components (`mel`, `kl`, `duration`,
       `generator`, `feature_matching`, `amplitude`, `l2sp`, `discriminator`, ...) are summed on the device and
       averaged over the logging window (training) or the eval split (`eval_` prefix), reduced over processes once per
-      log: no host sync per step.
+      log: the metrics add no host sync per step. (`--target_hours` under DDP does: its deadline guard broadcasts
+      the main process's stop decision at every step, one scalar, so that all processes stop at the same step.)
     - Checkpoints: `checkpoint-N` is a `VitsModel` folder (`save_for_inference`: training-time weight norm removed)
       with the tokenizer and the discriminator, so `VitsModel.from_pretrained` and `pipeline("text-to-speech")` load
       it. Its `training_state/` subfolder holds what exact resume needs and a plain model folder cannot: the
       training module's weights as trained (weight-norm parametrized), the discriminator's, its optimizer, schedule
-      and gradient scaler, and the step plan of `--target_hours`. Resume and `load_best_model_at_end` read it.
+      and gradient scaler, and the step plan of `--target_hours`. Resume and `load_best_model_at_end` read it. On
+      resume, callbacks with a `resuming_from(checkpoint)` method (`AmplitudeMonitorCallback`) are told which
+      checkpoint the run restarts from, before `on_train_begin`.
     - `create_scheduler`: also creates the discriminator's optimizer and schedule (the only point where the number of
       steps is known and the generator is prepared), and follows the `--target_hours` plan (`replan`).
 """
@@ -358,6 +361,10 @@ class VitsTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         self._load_training_weights(resume_from_checkpoint)
+        # the checkpoint may live outside output_dir: callbacks that keep state in it read it from there
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "resuming_from"):
+                callback.resuming_from(resume_from_checkpoint)
         plan_path = os.path.join(resume_from_checkpoint, TRAINING_STATE_DIR, PLAN_FILE)
         if os.path.isfile(plan_path):
             with open(plan_path) as handle:
@@ -381,8 +388,13 @@ class VitsTrainer(Trainer):
         self.discriminator_lr_scheduler.load_state_dict(
             torch.load(os.path.join(folder, DISCRIMINATOR_SCHEDULER), weights_only=True)
         )
-        scaler_path = os.path.join(folder, DISCRIMINATOR_SCALER)
-        if self.discriminator_optimizer.scaler is not None and os.path.isfile(scaler_path):
+        if self.discriminator_optimizer.scaler is not None:
+            scaler_path = os.path.join(folder, DISCRIMINATOR_SCALER)
+            if not os.path.isfile(scaler_path):
+                raise FileNotFoundError(
+                    f"{scaler_path} is missing: cannot resume the discriminator's fp16 gradient scaler (was "
+                    f"{checkpoint} saved by a run without fp16?)"
+                )
             self.discriminator_optimizer.scaler.load_state_dict(torch.load(scaler_path, weights_only=True))
 
 

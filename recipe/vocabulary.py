@@ -49,9 +49,9 @@ def missing_vocabulary_characters(texts, tokenizer) -> Counter:
     return Counter({char: count for char, count in dropped.items() if character_kind(char) == "not_in_vocabulary"})
 
 
-def _source_texts(data_args) -> list[str]:
+def _source_texts(data_args, token: str | None = None) -> list[str]:
     """The raw texts of the training split and the eval split (when the source has one) that `data_args` names."""
-    source = load_source_from_args(data_args)
+    source = load_source_from_args(data_args, token=token)
     names = [data_args.train_split_name]
     eval_name = data_args.eval_split_name or source.default_eval_split
     if eval_name and eval_name != data_args.train_split_name:
@@ -72,7 +72,7 @@ def _source_texts(data_args) -> list[str]:
     return texts
 
 
-def scan_missing_characters(data_args, tokenizer, min_count: int = 1) -> Counter:
+def scan_missing_characters(data_args, tokenizer, min_count: int = 1, token: str | None = None) -> Counter:
     """`missing_vocabulary_characters` over the raw texts of `data_args.dataset_name`, without decoding any audio.
 
     Args:
@@ -80,11 +80,12 @@ def scan_missing_characters(data_args, tokenizer, min_count: int = 1) -> Counter
             texts with `--speaker_id ID`; every speaker's with `top`, which is only known after measuring audio).
         tokenizer (`VitsTokenizer`): the vocabulary to check.
         min_count (`int`, *optional*, defaults to 1): ignore characters seen fewer times.
+        token (`str`, *optional*): Hub token, for a private dataset.
 
     Returns:
         `Counter`: character -> occurrences.
     """
-    missing = missing_vocabulary_characters(_source_texts(data_args), tokenizer)
+    missing = missing_vocabulary_characters(_source_texts(data_args, token=token), tokenizer)
     return Counter({char: count for char, count in missing.items() if count >= min_count})
 
 
@@ -258,14 +259,16 @@ class RestoreFrozenRowsCallback(TrainerCallback):
         self.frozen.restore()
 
 
-def extend_vocabulary(data_args, tokenizer: VitsTokenizer, min_count: int = 1) -> tuple[VitsTokenizer, dict]:
+def extend_vocabulary(
+    data_args, tokenizer: VitsTokenizer, min_count: int = 1, token: str | None = None
+) -> tuple[VitsTokenizer, dict]:
     """Scan the data, add its missing letters to the tokenizer; returns it and a report entry.
 
     Returns:
         `tuple(VitsTokenizer, dict)`: the extended tokenizer (or `tokenizer` itself when nothing is missing) and
         `{"added": [{"character", "name", "count", "id"}], "vocab_size_before", "vocab_size_after"}`.
     """
-    missing = scan_missing_characters(data_args, tokenizer, min_count=min_count)
+    missing = scan_missing_characters(data_args, tokenizer, min_count=min_count, token=token)
     before = len(tokenizer.get_vocab())
     if not missing:
         return tokenizer, {"added": [], "vocab_size_before": before, "vocab_size_after": before}

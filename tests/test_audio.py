@@ -109,3 +109,33 @@ def test_read_and_resample(tmp_path):
     (tmp_path / "broken.wav").write_bytes(b"RIFF not a wave file" * 8)
     with pytest.raises(AudioDecodeError, match="broken.wav"):
         read_audio(str(tmp_path / "broken.wav"))
+
+
+def test_read_audio_from_bytes_and_streams(tmp_path):
+    import io
+
+    from recipe.audio import audio_duration
+
+    stereo = np.stack([np.full(800, 0.5), np.full(800, -0.1)], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, 8000)
+    data = (tmp_path / "stereo.wav").read_bytes()
+    for source in (data, io.BytesIO(data), tmp_path / "stereo.wav"):
+        mono, rate = read_audio(source)
+        assert rate == 8000 and mono.shape == (800,) and np.allclose(mono, 0.2, atol=1e-4)
+        assert audio_duration(source if not isinstance(source, io.BytesIO) else io.BytesIO(data)) == 0.1
+    assert len(load_audio(data, 16000)) == 1600
+
+    # undecodable bytes and empty audio are decode errors that carry the clip's name; a missing path is not
+    for broken in (b"RIFF not a wave file" * 8, b""):
+        with pytest.raises(AudioDecodeError, match="clip_7.wav"):
+            read_audio(broken, name="clip_7.wav")
+    with pytest.raises(AudioDecodeError, match="clip_7.wav"):
+        audio_duration(b"RIFF not a wave file" * 8, name="clip_7.wav")
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(0, np.float32), 8000, format="WAV")
+    with pytest.raises(AudioDecodeError, match="no samples"):
+        read_audio(buffer.getvalue())
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        audio_duration(str(tmp_path / "missing.wav"))
+    with pytest.raises(TypeError, match="not int"):
+        read_audio(3)

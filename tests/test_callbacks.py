@@ -138,9 +138,52 @@ def test_checkpoint_status_file_and_resume_keep_the_streak(tmp_path, model, toke
     # A new process resumes from checkpoint-10: one more CRITICAL evaluation reaches patience 2.
     resumed = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=reference, patience=2)
     resumed_state = TrainerState(global_step=10)
+    resumed.resuming_from(str(tmp_path / "checkpoint-10"))
     resumed.on_train_begin(args, resumed_state, control)
     with pytest.raises(AmplitudeCollapseError, match="checkpoint-5"):
         evaluate(resumed, args, resumed_state, control, model, 15)
+
+
+def test_resume_reads_the_checkpoint_vits_trainer_resumes_from_not_output_dir(tmp_path, tokenizer):
+    from trainer_helpers import tiny_trainer
+
+    config = make_tiny_config()
+    common = dict(
+        discriminator=False, max_steps=2, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2
+    )
+    # a reference far louder than the random model: CRITICAL at step 2 (patience 0: the run goes on)
+    first = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=10.0, patience=0)
+    tiny_trainer(config, str(tmp_path / "first"), callbacks=[first], **common).train()
+    assert first.critical_streak == 1 and [h["step"] for h in first.history] == [2]
+    moved = tmp_path / "elsewhere" / "kept"
+    shutil.copytree(tmp_path / "first" / "checkpoint-2", moved)
+    # the resumed run's output_dir holds another run's checkpoint-2, which must not be read
+    decoy = tmp_path / "second" / "checkpoint-2"
+    decoy.mkdir(parents=True)
+    (decoy / AMPLITUDE_STATUS_FILE).write_text(
+        json.dumps({"critical_streak": 7, "history": [{"step": 99}], "healthy_checkpoints": []})
+    )
+
+    resumed = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=10.0, patience=0)
+    tiny_trainer(config, str(tmp_path / "second"), callbacks=[resumed], **common).train(
+        resume_from_checkpoint=str(moved)
+    )
+    assert resumed.resume_checkpoint == str(moved)
+    # the moved checkpoint's history and streak (the decoy's would be step 99 and a streak of 7 or more), then
+    # whatever the resumed run evaluated itself, all CRITICAL
+    assert resumed.history[: len(first.history)] == first.history
+    assert resumed.critical_streak == len(resumed.history)
+
+
+def test_resume_without_a_named_checkpoint_warns_and_starts_empty(tmp_path, tokenizer, caplog):
+    args, control = make_args(tmp_path), TrainerControl()
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / AMPLITUDE_STATUS_FILE).write_text(json.dumps({"critical_streak": 7}))
+    monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=0.1)
+    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+        monitor.on_train_begin(args, TrainerState(global_step=10), control)
+    assert "did not name the checkpoint" in caplog.text
+    assert monitor.critical_streak == 0 and monitor.history == []
 
 
 def test_no_healthy_checkpoint_is_said(tmp_path, model, tokenizer):
@@ -200,12 +243,15 @@ def test_reference_rms_from_dataset_matches_amplitude_stats():
     waves = [0.5 * np.sin(2 * np.pi * 220 * t), 0.1 * np.sin(2 * np.pi * 330 * t[:8000])]
     dataset = Dataset.from_dict({"waveform": [w.astype(np.float32) for w in waves], "text": ["a", "b"]})
     expected = np.mean([amplitude_stats(w.astype(np.float32), 16000)["rms"] for w in waves])
-    assert reference_rms_from_dataset(dataset) == pytest.approx(expected, rel=1e-5)
-    assert reference_rms_from_dataset(dataset, max_clips=1) == pytest.approx(0.5 / np.sqrt(2), rel=1e-4)
+    assert reference_rms_from_dataset(dataset, 16000) == pytest.approx(expected, rel=1e-5)
+    assert reference_rms_from_dataset(dataset, 16000, max_clips=1) == pytest.approx(0.5 / np.sqrt(2), rel=1e-4)
     with pytest.raises(ValueError, match="no 'waveform' column"):
-        reference_rms_from_dataset(dataset.remove_columns("waveform"))
+        reference_rms_from_dataset(dataset.remove_columns("waveform"), 16000)
     with pytest.raises(ValueError, match="silent"):
-        reference_rms_from_dataset(Dataset.from_dict({"waveform": [np.zeros(100, dtype=np.float32)]}))
+        reference_rms_from_dataset(Dataset.from_dict({"waveform": [np.zeros(100, dtype=np.float32)]}), 16000)
+    broken = [w.astype(np.float32) for w in waves] + [np.array([0.1, np.nan], dtype=np.float32)]
+    with pytest.raises(ValueError, match="Eval clip 2: waveform holds NaN"):
+        reference_rms_from_dataset(Dataset.from_dict({"waveform": broken}), 16000)
 
 
 def test_audio_samples_reach_tensorboard(tmp_path, model, tokenizer):

@@ -235,6 +235,29 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
     assert_accounted(report)
 
 
+def test_more_tokens_than_frames_is_too_many_tokens(tmp_path, tokenizer, model_config):
+    """A text too long for its clip (2 * characters + 1 tokens against 62.5 frames a second) is dropped before
+    training, whose alignment would fail on it, under `too_many_tokens` even below --max_tokens_length."""
+    dataset = ljspeech_copy(tmp_path / "lj", 4)
+    lines = (dataset / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    clip_id = lines[3].split("|")[0]
+    frames = sf.info(dataset / "wavs" / f"{clip_id}.wav").frames // HOP
+    text = "roj baş tu çawa yî ez baş im spas navê min azad e"
+    assert 2 * len(text) + 1 > frames and 2 * len(text) + 1 < 500
+    lines[3] = f"{clip_id}|{text}|{text}"
+    (dataset / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    features, report = prepare_datasets(
+        data_args(dataset, tmp_path, eval_fraction=0.3), tokenizer, model_config, str(tmp_path / "out")
+    )
+    dropped = [report[name]["dropped"]["too_many_tokens"] for name in report]
+    assert sum(entry["count"] for entry in dropped) == 1
+    assert [Path(path).name for entry in dropped for path in entry["examples"]] == [f"{clip_id}.wav"]
+    assert_accounted(report)
+    for split in features.values():
+        assert all(t <= m for t, m in zip(split["tokens_length"], split["mel_length"]))
+
+
 def test_bad_fraction_stops_with_examples(tmp_path, tokenizer, model_config):
     dataset = ljspeech_copy(tmp_path / "lj", 8)
     missing = sorted((dataset / "wavs").iterdir())[:2]
@@ -314,6 +337,51 @@ def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_confi
         prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
 
 
+def test_overwrite_cache_rebuilds_on_the_main_process_only(tmp_path, tokenizer, model_config, monkeypatch):
+    dataset = ljspeech_copy(tmp_path / "lj", 3)
+    prepare_datasets(data_args(dataset, tmp_path, eval_fraction=0.4), tokenizer, model_config, str(tmp_path))
+    built = []
+    real_featurize = recipe.data.featurize
+    monkeypatch.setattr(recipe.data, "featurize", lambda *a, **k: built.append(1) or real_featurize(*a, **k))
+    overwrite = data_args(dataset, tmp_path, eval_fraction=0.4, overwrite_cache=True)
+
+    # another rank of a distributed run comes after the main one (`main_process_first`): it reuses the new cache
+    monkeypatch.setenv("RANK", "1")
+    prepare_datasets(overwrite, tokenizer, model_config, str(tmp_path))
+    prepare_datasets(overwrite, tokenizer, model_config, str(tmp_path), is_main_process=False)
+    assert built == []
+    # rank 0 (or a run without RANK) rebuilds
+    monkeypatch.setenv("RANK", "0")
+    prepare_datasets(overwrite, tokenizer, model_config, str(tmp_path))
+    assert len(built) == 3
+    monkeypatch.delenv("RANK")
+    prepare_datasets(overwrite, tokenizer, model_config, str(tmp_path))
+    assert len(built) == 6
+
+
+def test_eval_split_alone_is_featurized_and_cached_apart(tmp_path, tokenizer, model_config, monkeypatch):
+    dataset = ljspeech_copy(tmp_path / "lj", 5)
+    args = data_args(dataset, tmp_path, eval_fraction=0.4)
+    featurized = []
+    real_featurize = recipe.data.featurize
+    monkeypatch.setattr(recipe.data, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
+
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("eval",))
+    assert set(features) == set(report) == {"eval"} and len(features["eval"]) == 2
+    assert len(featurized) == 2  # the three training clips are never decoded
+    # the full run has a cache of its own (the eval-only one lacks the training split), with the same eval clips
+    full, full_report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
+    assert len(featurized) == 7 and set(full) == {"train", "eval"}
+    assert full["eval"]["path"] == features["eval"]["path"] and full_report["eval"] == report["eval"]
+    assert len(list((tmp_path / "cache" / "vits_features").iterdir())) == 2
+    # and each is reused
+    prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("eval",))
+    assert len(featurized) == 7
+
+    with pytest.raises(ValueError, match="'test'"):
+        prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("test",))
+
+
 def test_cache_is_the_map_output_written_once(tmp_path, tokenizer, model_config):
     dataset = ljspeech_copy(tmp_path / "lj", 6)
     (dataset / "wavs" / "extra.wav").write_bytes(b"not audio")
@@ -336,7 +404,7 @@ def test_cache_is_the_map_output_written_once(tmp_path, tokenizer, model_config)
     assert min(features["train"]["waveform_length"]) > 0
     assert set(features["train"].column_names) == {
         "input_ids", "waveform", "log_mel", "waveform_length", "mel_length", "tokens_length", "speaker_id", "text",
-        "path",
+        "source_text", "path",
     }  # fmt: skip
 
 
@@ -456,13 +524,141 @@ def test_dropped_characters_are_reported(tmp_path, model_config):
 
 
 def test_bundled_tokenizer_covers_the_demo_data(tokenizer):
-    from recipe.text import dropped_characters
+    from recipe.text import encode_text_with_dropped
 
     for line in (LJSPEECH / "metadata.csv").read_text(encoding="utf-8").splitlines():
         _, text, normalized = line.split("|")
-        lost = dropped_characters(normalized, tokenizer)
+        lost = encode_text_with_dropped(normalized, tokenizer)[2]
         assert not [char for char in lost if char.isalpha()], (normalized, lost)
     assert tokenizer.pad_token_id == 0 and not tokenizer.phonemize and not tokenizer.is_uroman
     for split in ("train", "dev", "test", "validated"):
         columns = list(read_tsv(COMMON_VOICE / f"{split}.tsv")[0])
         assert {"client_id", "path", "sentence", "up_votes", "down_votes", "locale"} <= set(columns)
+
+
+def test_audiofolder_fingerprint_covers_clips_in_sub_folders(tmp_path):
+    from recipe.sources import load_source
+
+    folder = tmp_path / "audiofolder"
+    (folder / "clips").mkdir(parents=True)
+    rows = _audio_rows(2)
+    with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "text"])
+        for path, text in rows:
+            shutil.copy(path, folder / "clips" / path.name)
+            writer.writerow([f"clips/{path.name}", text])
+    before = load_source(str(folder)).fingerprint
+    assert load_source(str(folder)).fingerprint == before
+    # an edited clip: the metadata and the top folder's listing are unchanged
+    clip = folder / "clips" / rows[0][0].name
+    sf.write(clip, np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    edited = load_source(str(folder)).fingerprint
+    assert edited != before
+    clip.unlink()
+    assert load_source(str(folder)).fingerprint not in (before, edited)
+
+
+def test_token_reaches_load_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    import recipe.sources
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name, kwargs.get("token")))
+        return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"audio": ["a.wav"], "text": ["roj"]})})
+
+    monkeypatch.setattr(recipe.sources.datasets, "load_dataset", fake_load_dataset)
+    source = recipe.sources.load_source("someone/private-tts", dataset_config_name="kmr", token="hf_secret")
+    assert calls == [("someone/private-tts", "kmr", "hf_secret")] and len(source.split("train")) == 1
+
+    # prepare_datasets passes its `token` on
+    monkeypatch.setattr(
+        recipe.data,
+        "load_source_from_args",
+        lambda args, token=None: calls.append(token) or (_ for _ in ()).throw(DataError("stop here")),
+    )
+    with pytest.raises(DataError, match="stop here"):
+        prepare_datasets(data_args(tmp_path, tmp_path), None, make_tiny_config(), str(tmp_path), token="hf_other")
+    assert calls[-1] == "hf_other"
+
+
+def test_config_name_is_refused_where_it_would_be_ignored(tmp_path):
+    import datasets
+
+    from recipe.sources import load_source
+
+    lj = ljspeech_copy(tmp_path / "lj", 1)
+    cv = common_voice_copy(tmp_path / "cv", train_count=1, dev_count=1)
+    folder = tmp_path / "audiofolder"
+    folder.mkdir()
+    (folder / "metadata.csv").write_text("file_name,text\na.wav,roj\n", encoding="utf-8")
+    datasets.Dataset.from_dict({"audio": ["a.wav"], "text": ["roj"]}).save_to_disk(str(tmp_path / "saved"))
+    datasets.Dataset.from_dict({"audio": ["a.wav"], "text": ["roj"]}).to_parquet(str(tmp_path / "clips.parquet"))
+    for dataset in (lj, cv, folder, tmp_path / "saved", tmp_path / "clips.parquet"):
+        with pytest.raises(DataError, match=r"--dataset_config_name 'kmr'.*" + dataset.name):
+            load_source(str(dataset), dataset_config_name="kmr")
+        assert load_source(str(dataset)).splits
+
+
+def _settings(**overrides) -> recipe.data.FeatureSettings:
+    from recipe.audio import SpectrogramConfig
+
+    base = dict(
+        audio_column="audio",
+        text_column="text",
+        speaker_column="speaker",
+        source_root=None,
+        audio_dir=None,
+        audio_suffix="",
+        spectrogram=SpectrogramConfig.from_model_config(make_tiny_config()),
+        min_seconds=0.5,
+        max_seconds=20.0,
+        max_tokens=500,
+        selected_speakers=None,
+        speaker_names=(),
+        single_thread=False,
+    )
+    return recipe.data.FeatureSettings(**{**base, **overrides})
+
+
+def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
+    settings = _settings()
+    path = _audio_rows(1)[0][0]
+    waveform, name, reason = recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, settings)
+    assert reason == "" and name == path.name and len(waveform) == sf.info(path).frames
+    for broken in (b"RIFF not a wave file" * 8, b""):
+        assert recipe.data._decode({"bytes": broken, "path": "x.wav"}, settings) == (None, "x.wav", "decode_error")
+
+    # anything but a decode error is a bug to see, not a clip to drop
+    def failing(*_, **__):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(recipe.data, "load_audio", failing)
+    with pytest.raises(MemoryError):
+        recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, settings)
+
+
+def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
+    import datasets
+
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not a wave file" * 8)
+    (long, _), (short, _) = sorted(_audio_rows(6), key=lambda row: -sf.info(row[0]).duration)[::5]
+    split = datasets.Dataset.from_dict(
+        {
+            "audio": [str(long), str(short), str(tmp_path / "missing.wav"), str(tmp_path / "broken.wav")],
+            "speaker": ["a", "b", "b", "b"],
+        }
+    )
+    with caplog.at_level("WARNING", logger="recipe.data"):
+        assert recipe.data._speaker_with_most_audio(split, _settings(), None) == "a"
+    assert "2 of 4 clips could not be measured" in caplog.text
+
+    def failing(*_, **__):
+        raise PermissionError("denied")
+
+    monkeypatch.setattr(recipe.data, "audio_duration", failing)
+    with pytest.raises(PermissionError):
+        recipe.data._speaker_with_most_audio(split, _settings(), None)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.nn.utils import parametrize
 
 from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator, load_discriminator, save_discriminator
@@ -95,7 +95,7 @@ def test_loads_the_discriminator_of_a_train_checkpoint(tmp_path, naming):
 def test_specs_and_clear_errors(tmp_path):
     assert load_discriminator("none") is None
     assert isinstance(load_discriminator("random", TINY), VitsDiscriminator)
-    with pytest.raises(FileNotFoundError, match="not 'random', 'none' or an existing folder"):
+    with pytest.raises(FileNotFoundError, match="missing'?: not 'random', 'none', an existing folder or a Hub id"):
         load_discriminator(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no discriminator.safetensors"):
         load_discriminator(str(tmp_path))
@@ -113,3 +113,86 @@ def test_specs_and_clear_errors(tmp_path):
     (other / "discriminator_config.json").write_text(json.dumps(TINY.__dict__))
     with pytest.raises(ValueError, match="do not match the architecture"):
         load_discriminator(str(other))
+
+
+class FakeHub:
+    """Stands in for `huggingface_hub.snapshot_download`: records each call, answers with a prepared local folder."""
+
+    def __init__(self, folder=None, error=None):
+        self.folder, self.error, self.calls = folder, error, []
+
+    def __call__(self, repo_id, allow_patterns=None, **kwargs):
+        self.calls.append((repo_id, list(allow_patterns)))
+        if self.error is not None:
+            raise self.error
+        return str(self.folder)
+
+
+def test_a_hub_id_fetches_only_the_configs_and_weights_of_a_train_checkpoint(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    torch.manual_seed(2)
+    source = VitsDiscriminator(TINY)
+    snapshot = tmp_path / "snapshot"
+    write_train_checkpoint(snapshot, source, "weight_g/weight_v")
+    hub = FakeHub(snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+
+    loaded = load_discriminator("ylacombe/mms-tts-xyz-train")
+    assert hub.calls == [
+        (
+            "ylacombe/mms-tts-xyz-train",
+            ["config.json", "discriminator_config.json", "discriminator.safetensors", "model.safetensors"],
+        )
+    ]
+    assert loaded.config == TINY
+    waveform = torch.randn(1, 1, 4096)
+    for expected, actual in zip(scores_of(source, waveform), scores_of(loaded, waveform)):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hub_checkpoint_without_safetensors_falls_back_to_pytorch_model_bin(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    torch.manual_seed(3)
+    source = VitsDiscriminator(TINY)
+    snapshot = tmp_path / "snapshot"
+    write_train_checkpoint(snapshot, source, "plain")
+    torch.save(load_file(snapshot / "model.safetensors"), snapshot / "pytorch_model.bin")
+    (snapshot / "model.safetensors").unlink()
+    hub = FakeHub(snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    monkeypatch.chdir(tmp_path)
+
+    loaded = load_discriminator("someone/old-train")
+    assert [patterns[-1] for _, patterns in hub.calls] == ["model.safetensors", "pytorch_model.bin"]
+    waveform = torch.randn(1, 1, 4096)
+    for expected, actual in zip(scores_of(source, waveform), scores_of(loaded, waveform)):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_named(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    offline = FakeHub(error=LocalEntryNotFoundError("Cannot find the requested files in the disk cache"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="'someone/missing-train'.*could not be fetched.*disk cache"):
+        load_discriminator("someone/missing-train")
+    # a repository holding no weights at all (e.g. only a README) is named too
+    empty = tmp_path / "empty_snapshot"
+    empty.mkdir()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(empty))
+    with pytest.raises(FileNotFoundError, match="'someone/empty'.*no discriminator.safetensors"):
+        load_discriminator("someone/empty")
+
+
+def test_an_existing_local_folder_named_like_a_hub_id_is_read_locally(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    save_discriminator(VitsDiscriminator(TINY), str(tmp_path / "runs" / "round1"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(error=AssertionError("must stay local")))
+    assert load_discriminator("runs/round1").config == TINY

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import DEMO_DIR, REPO_ROOT
@@ -76,11 +77,16 @@ def test_preset_runs_on_one_minute_of_the_bundled_speaker(one_minute_run):
     assert model.config.vocab_size == 36
     # The amplitude check ran at each of the frequent evaluations and its status is saved with the checkpoints.
     status = json.loads((output_dir / "checkpoint-4" / "amplitude_status.json").read_text())
-    assert status["last_evaluation"]["step"] == 4 and status["last_evaluation"]["status"] in {
-        "OK",
-        "WARNING",
-        "CRITICAL",
-    }
+    last = status["last_evaluation"]
+    assert last["step"] == 4 and [entry["step"] for entry in status["history"]] == [2, 4]
+    # the status is the one its figures give (the final evaluation measured against the same reference)
+    assert status["reference_rms"] == pytest.approx(metrics["eval_amplitude_reference_rms"], rel=1e-9)
+    assert last["rms"] == pytest.approx(np.mean([s["rms"] for s in last["sentences"]]), rel=1e-6)
+    assert last["ratio"] == pytest.approx(last["rms"] / status["reference_rms"], rel=1e-6)
+    deviation = abs(last["ratio"] - 1)
+    expected = "CRITICAL" if deviation > 0.6 else "WARNING" if deviation > 0.3 else "OK"
+    assert (status["warning_ratio"], status["critical_ratio"]) == (0.3, 0.6)
+    assert last["status"] == status["status"] == expected
 
 
 def test_preset_keeps_text_encoder_and_duration_predictor_fixed(one_minute_run):

@@ -1,4 +1,4 @@
-"""Issue 3's overfit criterion through the real `VitsTrainer`: one demo utterance, 200 steps, mel loss down >= 40%."""
+"""The overfit criterion through the real `VitsTrainer`: one demo utterance, 200 steps, mel loss down >= 40%."""
 
 from __future__ import annotations
 

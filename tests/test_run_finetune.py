@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from conftest import DEMO_DIR, REPO_ROOT
 from transformers import VitsModel, VitsTokenizer, pipeline
 
+from recipe.callbacks import AmplitudeMonitorCallback
 from run_finetune import is_phoneme_vocabulary, main, parse_arguments
 
 TINY_CONFIG = dict(
@@ -129,6 +131,63 @@ def test_bad_arguments_fail_early_with_clear_messages(tiny_files, tmp_path):
     small_vocabulary.write_text(json.dumps({**TINY_CONFIG, "vocab_size": 10}))
     with pytest.raises(ValueError, match="vocab_size is 10"):
         main(_flags(small_vocabulary, discriminator, tmp_path / "o", tmp_path / "c"))
+
+
+def test_contradictory_or_ineffective_arguments_are_refused(tiny_files, tmp_path):
+    config, discriminator = tiny_files
+    base = _flags(config, discriminator, tmp_path / "o", tmp_path / "c")
+    with pytest.raises(ValueError, match="not both"):
+        parse_arguments([*base, "--model_name_or_path", "facebook/mms-tts-kmr-script_latin"])
+    with pytest.raises(ValueError, match=r"--amplitude_target_peak 0.85 .*\(--amplitude_loss_weight 0.0\)"):
+        parse_arguments([*base, "--amplitude_target_peak", "0.85"])
+    _, _, training_args = parse_arguments([*base, "--amplitude_target_peak", "0.85", "--amplitude_loss_weight", "1.0"])
+    assert training_args.amplitude_target_peak == 0.85
+    with pytest.raises(ValueError, match="--eval_steps 0.1 .* whole number"):
+        parse_arguments([*base, "--target_hours", "1", "--eval_strategy", "steps", "--eval_steps", "0.1"])
+    with pytest.raises(ValueError, match="--logging_steps 0.5, --save_steps 0.25"):
+        parse_arguments([*base, "--target_hours", "1", "--logging_steps", "0.5", "--save_steps", "0.25"])
+    # fractions of a fixed --max_steps stay allowed without --target_hours
+    _, _, training_args = parse_arguments(
+        [*base, "--max_steps", "100", "--eval_strategy", "steps", "--eval_steps", "0.1"]
+    )
+    assert training_args.eval_steps == 0.1
+
+
+def test_amplitude_flags_without_evaluation_are_said_to_do_nothing(tiny_files, tmp_path, caplog):
+    from run_finetune import build_callbacks
+
+    config, discriminator = tiny_files
+    _, _, training_args = parse_arguments(
+        _flags(config, discriminator, tmp_path / "o", tmp_path / "c", "--amplitude_patience", "5")
+    )
+    assert training_args.eval_strategy == "no"
+    tokenizer = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
+    with caplog.at_level(logging.WARNING, logger="run_finetune"):
+        callbacks = build_callbacks(training_args, tokenizer, eval_dataset=[], sampling_rate=16000)
+    assert not any(isinstance(callback, AmplitudeMonitorCallback) for callback in callbacks)
+    assert "--eval_strategy is 'no'" in caplog.text and "--amplitude_patience (5)" in caplog.text
+
+
+def test_the_hub_token_reaches_the_data_and_the_replay_data(tiny_files, tmp_path, monkeypatch):
+    import run_finetune
+
+    class _Stop(Exception):
+        pass
+
+    tokens = []
+
+    def fake_prepare_datasets(data_args, tokenizer, config, output_dir, **kwargs):
+        tokens.append(kwargs.get("token"))
+        if len(tokens) == 2:
+            raise _Stop
+        return None, None
+
+    monkeypatch.setattr(run_finetune, "prepare_datasets", fake_prepare_datasets)
+    config, discriminator = tiny_files
+    flags = _flags(config, discriminator, tmp_path / "o", tmp_path / "c", "--token", "hf_secret")
+    with pytest.raises(_Stop):
+        main([*flags, "--replay_dataset_name", str(DEMO_DIR / "kmr_ljspeech"), "--replay_fraction", "0.2"])
+    assert tokens == ["hf_secret", "hf_secret"]
 
 
 def test_phoneme_vocabularies_are_told_apart():

@@ -11,13 +11,28 @@ from conftest import DEMO_DIR
 
 import recipe.text
 from recipe.text import (
-    dropped_characters,
     encode_text,
     encode_text_with_dropped,
     get_uroman,
     normalize_text,
+    pre_vocabulary_text,
     summarize_dropped_characters,
 )
+
+
+def dropped_characters(text: str, tokenizer) -> Counter:
+    return encode_text_with_dropped(text, tokenizer)[2]
+
+
+def reference_dropped_characters(text: str, tokenizer) -> Counter:
+    """Independent of the one-pass code: NFC and uroman, the tokenizer's public lowercasing, then `get_vocab()`."""
+    if tokenizer.phonemize:
+        return Counter()
+    prepared = pre_vocabulary_text(text, tokenizer)
+    if tokenizer.normalize:
+        prepared = tokenizer.normalize_text(prepared)
+    vocabulary = tokenizer.get_vocab()
+    return Counter(char for char in prepared if char not in vocabulary)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +95,8 @@ def test_phonemizing_tokenizer_reports_no_dropped_characters(tmp_path):
 
     (tmp_path / "vocab.json").write_text(json.dumps({"<pad>": 0, "a": 1}), encoding="utf-8")
     phonemizing = VitsTokenizer(str(tmp_path / "vocab.json"), phonemize=True)
+    # espeak is not installed for the tests: stand in for it (every letter of the text is outside the vocabulary)
+    phonemizing.prepare_for_tokenization = lambda text, **kwargs: ("həˈloʊ", kwargs)
     assert dropped_characters("Hello", phonemizing) == Counter()
 
 
@@ -111,9 +128,24 @@ def test_one_pass_encoding_matches_the_tokenizer(tokenizer, options):
         "",
     ]
     for text in texts:
-        normalized, ids, dropped = encode_text_with_dropped(text, variant)
+        normalized, ids, dropped, num_characters = encode_text_with_dropped(text, variant)
         # the reference: the tokenizer's own normalization and ids (after NFC), and the separate count
         assert normalized == normalize_text(text, variant)
         assert ids == variant(unicodedata.normalize("NFC", text), add_special_tokens=False).input_ids
-        assert dropped == dropped_characters(text, variant)
+        assert dropped == reference_dropped_characters(text, variant)
+        lowered = unicodedata.normalize("NFC", text)
+        assert num_characters == len(variant.normalize_text(lowered) if variant.normalize else lowered)
     assert encode_text_with_dropped("Xweş €!", tokenizer)[2] == Counter("€!")
+
+
+def test_character_count_is_of_the_text_the_drops_are_counted_in(tokenizer):
+    from transformers import VitsTokenizer
+
+    # NFD: 9 code points, 7 letters and spaces after NFC, none of them dropped
+    decomposed = unicodedata.normalize("NFD", "Şev baş")
+    _, _, dropped, num_characters = encode_text_with_dropped(decomposed, tokenizer)
+    assert (len(decomposed), num_characters, dropped) == (9, 7, Counter())
+    # uroman writes "Щука" (4 characters) as "shchuka" (7): the drops and the count are both of the romanized text
+    romanizing = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"), is_uroman=True)
+    _, _, dropped, num_characters = encode_text_with_dropped("Щука!", romanizing)
+    assert (num_characters, dropped) == (8, Counter("!"))

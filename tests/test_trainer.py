@@ -105,6 +105,18 @@ def test_best_model_is_reloaded_at_the_end(trained):
         torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
 
 
+def test_fp16_resume_without_the_discriminator_scaler_file_is_refused(trained, tmp_path):
+    # a CPU cannot train in fp16: give the discriminator's optimizer the scaler an fp16 run has, and resume from a
+    # checkpoint saved without fp16 (no discriminator_scaler.pt)
+    _, _, output_dir = trained
+    checkpoint = os.path.join(output_dir, "checkpoint-2")
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path))
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    trainer.discriminator_optimizer.scaler = torch.amp.GradScaler("cpu")
+    with pytest.raises(FileNotFoundError, match="discriminator_scaler.pt is missing"):
+        trainer._load_optimizer_and_scheduler(checkpoint)
+
+
 def test_generator_backward_leaves_discriminator_gradients_untouched(tmp_path):
     # an evaluation before training leaves the model in eval mode: training_step must switch it back
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), max_steps=2, eval_strategy="steps", eval_steps=1)

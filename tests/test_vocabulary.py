@@ -271,7 +271,6 @@ def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path,
     assert len(builders) == len(set(builders)) <= 4
     assert str(os.getpid()) not in builders  # the main process romanized nothing itself
     romanized = [_romanize(text).lower() for text in texts]
-    assert all(text.isascii() for text in romanized) and romanized[4] == "khorosho"
     assert sorted(list(features["train"]["text"]) + list(features["eval"]["text"])) == sorted(romanized)
     # The report shows up to 5 clips per split before and after romanization (6 train and 2 eval clips here).
     examples = report["train"]["uroman_examples"] + report["eval"]["uroman_examples"]
