@@ -201,8 +201,13 @@ def main(argv: list[str] | None = None) -> dict:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     log_level = training_args.get_process_log_level()
+    # The recipe's own lines (data report, cache hits, progress, amplitude status) are INFO: shown on the main process
+    # unless --log_level says otherwise ("passive", the default, would leave them at transformers' WARNING).
+    recipe_level = log_level
+    if training_args.log_level == "passive":
+        recipe_level = logging.INFO if training_args.should_log else logging.WARNING
     for name in ("run_finetune", "recipe"):
-        logging.getLogger(name).setLevel(log_level)
+        logging.getLogger(name).setLevel(recipe_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")

@@ -103,13 +103,18 @@ def test_main_trains_evaluates_saves_and_reloads(tiny_files, tmp_path):
     assert speech["audio"].size > 0 and np.isfinite(speech["audio"]).all()
 
 
-def test_preprocessing_only_builds_the_cache_and_stops(tiny_files, tmp_path):
+def test_preprocessing_only_builds_the_cache_and_stops(tiny_files, tmp_path, caplog):
     config, discriminator = tiny_files
-    result = main(_flags(config, discriminator, tmp_path / "out", tmp_path / "cache", "--preprocessing_only", "true"))
+    flags = _flags(config, discriminator, tmp_path / "out", tmp_path / "cache", "--preprocessing_only", "true")
+    result = main(flags)
     assert set(result) == {"data_report"}
     assert os.path.isfile(tmp_path / "out" / "data_report.json")
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
     assert os.listdir(tmp_path / "cache" / "vits_features")
+    # a second run says it re-uses the cache, at the default --log_level (the recipe's INFO lines are shown)
+    caplog.clear()
+    main(flags)
+    assert any(record.message.startswith("Loading cached features") for record in caplog.records)
 
 
 def test_arguments_from_a_json_file_and_the_demo_config(tmp_path):
