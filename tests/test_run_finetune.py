@@ -8,34 +8,23 @@ import os
 
 import numpy as np
 import pytest
-from conftest import DEMO_DIR, REPO_ROOT
+from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, pipeline
 
 from recipe.callbacks import AmplitudeMonitorCallback
 from run_finetune import is_phoneme_vocabulary, main, parse_arguments
 
-TINY_CONFIG = dict(
+# the conftest tiny config made smaller still: main() runs end to end in these tests
+TINY_CONFIG = make_tiny_config(
     vocab_size=36,
-    hidden_size=16,
     num_hidden_layers=1,
-    num_attention_heads=2,
-    ffn_dim=32,
-    flow_size=16,
-    spectrogram_bins=513,
     upsample_initial_channel=16,
-    upsample_rates=[8, 8, 4],
-    upsample_kernel_sizes=[16, 16, 8],
-    resblock_kernel_sizes=[3],
-    resblock_dilation_sizes=[[1, 3]],
     prior_encoder_num_flows=1,
     prior_encoder_num_wavenet_layers=1,
     posterior_encoder_num_wavenet_layers=1,
     duration_predictor_num_flows=1,
-    duration_predictor_filter_channels=16,
     depth_separable_num_layers=1,
-    sampling_rate=16000,
-    model_type="vits",
-)
+).to_dict()
 
 
 @pytest.fixture(scope="module")
