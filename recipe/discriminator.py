@@ -63,6 +63,20 @@ class DiscriminatorConfig:
         )
 
 
+def _scores_and_feature_maps(discriminator: nn.Module, hidden_states: torch.Tensor):
+    """The layer stack shared by the scale and period discriminators: each conv with leaky ReLU, then the final conv.
+
+    Returns `(scores (batch, n), feature_maps)`: the flattened final output and every layer's output.
+    """
+    feature_maps = []
+    for conv in discriminator.convs:
+        hidden_states = nn.functional.leaky_relu(conv(hidden_states), discriminator.leaky_relu_slope)
+        feature_maps.append(hidden_states)
+    hidden_states = discriminator.final_conv(hidden_states)
+    feature_maps.append(hidden_states)
+    return torch.flatten(hidden_states, 1, -1), feature_maps
+
+
 class ScaleDiscriminator(nn.Module):
     """HiFi-GAN's scale discriminator on the raw waveform (VITS's `DiscriminatorS`)."""
 
@@ -80,13 +94,7 @@ class ScaleDiscriminator(nn.Module):
         self.final_conv = nn.Conv1d(last, 1, 3, 1, padding=1)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        hidden_states, feature_maps = waveform, []
-        for conv in self.convs:
-            hidden_states = nn.functional.leaky_relu(conv(hidden_states), self.leaky_relu_slope)
-            feature_maps.append(hidden_states)
-        hidden_states = self.final_conv(hidden_states)
-        feature_maps.append(hidden_states)
-        return torch.flatten(hidden_states, 1, -1), feature_maps
+        return _scores_and_feature_maps(self, waveform)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -109,13 +117,7 @@ class PeriodDiscriminator(nn.Module):
         if length % self.period:
             waveform = nn.functional.pad(waveform, (0, self.period - length % self.period), mode="reflect")
         hidden_states = waveform.view(batch_size, channels, -1, self.period)
-        feature_maps = []
-        for conv in self.convs:
-            hidden_states = nn.functional.leaky_relu(conv(hidden_states), self.leaky_relu_slope)
-            feature_maps.append(hidden_states)
-        hidden_states = self.final_conv(hidden_states)
-        feature_maps.append(hidden_states)
-        return torch.flatten(hidden_states, 1, -1), feature_maps
+        return _scores_and_feature_maps(self, hidden_states)
 
 
 class VitsDiscriminator(nn.Module):
