@@ -44,9 +44,11 @@ from dataclasses import asdict, dataclass
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 
 from .audio import AudioDecodeError, SpectrogramConfig, audio_duration, load_audio, log_mel_spectrogram
+from .feature_table import rows_to_table
 from .sources import DataError, Source, load_source_from_args, resolve_audio_path
 from .text import encode_text_with_dropped, summarize_dropped_characters
 
@@ -74,6 +76,9 @@ FEATURE_VERSION = 4
 # A split with fewer clips per requested worker is featurized in the main process: starting a pool, pickling the
 # tokenizer to it and merging its shards costs 300-600 ms per split (benchmarks/README.md), the time of 50-300 clips.
 MIN_CLIPS_PER_WORKER = 128
+# Clips per `datasets.map` batch: each batch is one Arrow table (`featurize_batch`). Small, so that a batch of 30 s
+# clips stays near 100 MB; 8 to 100 wrote equally fast (benchmarks/README.md).
+FEATURE_BATCH_SIZE = 16
 # The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.
 CACHE_MANIFEST = "features.json"
 # The splits `prepare_datasets` returns, in this order; a caller may ask for a subset (`splits=`).
@@ -121,8 +126,11 @@ def _one_torch_thread():
         torch.set_num_threads(previous)
 
 
-def _decode(audio, settings: FeatureSettings) -> tuple[np.ndarray | None, str, str]:
-    """Decoded samples at the model rate, the clip's display path, and a drop reason ("" when decoded)."""
+def _decode(audio, path: str | None, settings: FeatureSettings) -> tuple[np.ndarray | None, str, str]:
+    """Decoded samples at the model rate, the clip's display path, and a drop reason ("" when decoded).
+
+    `audio` is the row's audio entry and `path` the file it resolves to (`resolve_audio_path`; unused for bytes).
+    """
     sampling_rate = settings.spectrogram.sampling_rate
     if isinstance(audio, dict):  # Audio(decode=False): {"bytes": ..., "path": ...}
         entry, data = audio.get("path") or "", audio.get("bytes")
@@ -136,9 +144,6 @@ def _decode(audio, settings: FeatureSettings) -> tuple[np.ndarray | None, str, s
             return None, entry, "decode_error"
     if not entry:
         return None, entry, "missing_file"
-    path = resolve_audio_path(entry, settings.source_root, settings.audio_dir, settings.audio_suffix)
-    if path is None:
-        return None, entry + settings.audio_suffix, "path_outside_dataset"
     try:
         return load_audio(path, sampling_rate), path, ""
     except FileNotFoundError:
@@ -160,15 +165,16 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
     audio = row[settings.audio_column]
     display_path = audio.get("path") if isinstance(audio, dict) else str(audio)
 
-    reason, waveform = "", None
-    if settings.source_root is not None and not isinstance(audio, dict):
+    reason, waveform, path = "", None, None
+    if not isinstance(audio, dict):
         # Refuse an escaping metadata path before anything else, without touching the file.
-        if resolve_audio_path(str(audio), settings.source_root, settings.audio_dir, settings.audio_suffix) is None:
+        path = resolve_audio_path(str(audio or ""), settings.source_root, settings.audio_dir, settings.audio_suffix)
+        if path is None:
             reason = "path_outside_dataset"
     if not reason and settings.selected_speakers is not None and speaker not in settings.selected_speakers:
         reason = "speaker_filtered"
     if not reason:
-        waveform, display_path, reason = _decode(audio, settings)
+        waveform, display_path, reason = _decode(audio, path, settings)
     if not reason:
         seconds = len(waveform) / settings.spectrogram.sampling_rate
         if seconds < settings.min_seconds or len(waveform) < settings.spectrogram.n_fft:
@@ -204,6 +210,22 @@ def featurize(row: dict, settings: FeatureSettings, tokenizer) -> dict:
         "num_characters": num_characters,
         "source_text": text,
     }
+
+
+def featurize_batch(batch, settings: FeatureSettings, features: datasets.Features, tokenizer) -> pa.Table:
+    """`featurize` for each row of a `datasets.map(batched=True)` batch, as one Arrow table of `features`.
+
+    The table is built from the NumPy arrays in one copy per column (`recipe.feature_table`), which `datasets` then
+    writes as it is: returning the rows as dicts cost 1.3 ms per 5 s clip in `datasets`' own conversion.
+    """
+    needed = [name for name in (settings.audio_column, settings.text_column, settings.speaker_column) if name]
+    columns = {name: batch[name] for name in dict.fromkeys(needed)}  # only these columns are formatted
+    num_rows = len(columns[settings.audio_column])
+    rows = [
+        featurize({name: values[index] for name, values in columns.items()}, settings=settings, tokenizer=tokenizer)
+        for index in range(num_rows)
+    ]
+    return rows_to_table(rows, features)
 
 
 def _feature_types(speaker_names: tuple[str, ...], num_mels: int) -> datasets.Features:
@@ -483,13 +505,18 @@ def _build_features(
                 if name not in splits:
                     continue
                 featurized = split.map(
-                    featurize,
-                    fn_kwargs={"settings": settings, "tokenizer": tokenizer},
+                    featurize_batch,
+                    fn_kwargs={"settings": settings, "features": features, "tokenizer": tokenizer},
+                    batched=True,
+                    batch_size=FEATURE_BATCH_SIZE,
                     remove_columns=split.column_names,
                     features=features,
                     num_proc=_workers_for(len(split), num_proc),
                     cache_file_name=os.path.join(building, f"{name}.arrow"),
                     load_from_cache_file=False,
+                    # the cache key already names this content: without it, datasets hashes the function and its
+                    # arguments (the tokenizer) with dill, 30 ms per split
+                    new_fingerprint=hashlib.sha256(f"{cache_path}:{name}".encode()).hexdigest()[:32],
                     desc=f"Preprocessing {name}",
                 )
                 report[name], kept = _split_report(

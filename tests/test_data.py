@@ -627,10 +627,14 @@ def _settings(**overrides) -> recipe.data.FeatureSettings:
 def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     settings = _settings()
     path = _audio_rows(1)[0][0]
-    waveform, name, reason = recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, settings)
+    waveform, name, reason = recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
     assert reason == "" and name == path.name and len(waveform) == sf.info(path).frames
     for broken in (b"RIFF not a wave file" * 8, b""):
-        assert recipe.data._decode({"bytes": broken, "path": "x.wav"}, settings) == (None, "x.wav", "decode_error")
+        assert recipe.data._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
+            None,
+            "x.wav",
+            "decode_error",
+        )
 
     # anything but a decode error is a bug to see, not a clip to drop
     def failing(*_, **__):
@@ -638,7 +642,7 @@ def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
 
     monkeypatch.setattr(recipe.data, "load_audio", failing)
     with pytest.raises(MemoryError):
-        recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, settings)
+        recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
 
 
 def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
