@@ -11,7 +11,8 @@ For each layout and each number of workers it times, in the same run:
       `--preprocessing_num_workers` set to the number of workers;
     - `bare`: only what no pipeline can skip: `recipe.audio.load_audio` (decode, mono, resample) and
       `log_mel_spectrogram` per clip, in a loop (1 worker) or a process pool of that many workers.
-Reports clips/s, hours of audio per hour of wall time, and the pipeline / bare ratio (target: at most 1.3).
+Reports clips/s, hours of audio per hour of wall time, and the pipeline / bare ratio (target: at most 1.3), then
+the time of each part of the pipeline besides the bare work, alone (`pipeline_costs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import csv
 import functools
 import io
+import math
 import multiprocessing
 import os
 import shutil
@@ -211,7 +213,89 @@ def time_pipeline(folder: str, dataset_format: str, workers: int, cache_dir: str
     return time.perf_counter() - start, report
 
 
-def measure(args: argparse.Namespace, work_dir: str) -> list[dict]:
+def _best_of(repeats: int, function) -> float:
+    """Fastest of `repeats` timed calls of `function`, in seconds."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_config) -> dict:
+    """Milliseconds per clip of the pipeline's work besides decode + resample + mel, each part timed alone.
+
+    On rows shaped like the pipeline's (a `--clip_seconds` clip at the model's rate, its log-mel, a demo sentence):
+        - `text`: `recipe.text.encode_text_with_dropped` (normalize, tokenize, count dropped characters);
+        - `table`: `recipe.feature_table.rows_to_table` for batches of `recipe.data.FEATURE_BATCH_SIZE` clips;
+        - `write`: writing those tables to an Arrow file as `datasets.map` does (`ArrowWriter.write_table`);
+    and `pool_start_ms`, per split: `datasets.map(num_proc=2)` of a function that does nothing, less the same map in
+    the main process (forks, the `multiprocess` manager, queue polling and the shard merge).
+    """
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    from recipe.audio import SpectrogramConfig
+    from recipe.data import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, _feature_types
+    from recipe.feature_table import rows_to_table
+    from recipe.text import encode_text_with_dropped
+
+    sentences = demo_sentences()
+    repeats = max(3, args.repeats)
+    text = _best_of(repeats, lambda: [encode_text_with_dropped(s, tokenizer) for s in sentences]) / len(sentences)
+
+    spectrogram = SpectrogramConfig.from_model_config(model_config)
+    samples = int(args.clip_seconds * spectrogram.sampling_rate)
+    frames = samples // spectrogram.hop_length
+    features = _feature_types(("speaker",), spectrogram.num_mel_bins)
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(FEATURE_BATCH_SIZE):
+        normalized, ids, _, count = encode_text_with_dropped(sentences[index % len(sentences)], tokenizer)
+        rows.append(
+            {
+                "input_ids": ids, "waveform": rng.uniform(-0.5, 0.5, samples).astype(np.float32),
+                "log_mel": rng.normal(-5, 2, (frames, spectrogram.num_mel_bins)).astype(np.float32),
+                "waveform_length": samples, "mel_length": frames, "tokens_length": len(ids), "speaker_id": 0,
+                "text": normalized, "path": f"clip_{index}.wav", "drop_reason": "", "dropped_characters": "",
+                "num_characters": count, "source_text": sentences[index % len(sentences)],
+            }
+        )  # fmt: skip
+    table = _best_of(repeats, lambda: rows_to_table(rows, features)) / FEATURE_BATCH_SIZE
+    batches = max(1, args.num_clips // FEATURE_BATCH_SIZE)
+    built = rows_to_table(rows, features)
+
+    def write():
+        with ArrowWriter(features=features, path=os.path.join(work_dir, "costs.arrow")) as writer:
+            for _ in range(batches):
+                writer.write_table(built)
+            writer.finalize()
+
+    write_seconds = _best_of(repeats, write) / (batches * FEATURE_BATCH_SIZE)
+
+    numbers = datasets.Dataset.from_dict({"index": list(range(2 * MIN_CLIPS_PER_WORKER))})
+
+    def empty_map(num_proc):
+        numbers.map(
+            _nothing, batched=True, num_proc=num_proc, load_from_cache_file=False, new_fingerprint=f"costs-{num_proc}"
+        )
+
+    pool = _best_of(repeats, lambda: empty_map(2)) - _best_of(repeats, lambda: empty_map(None))
+    return {
+        "text_ms": 1000 * text,
+        "table_ms": 1000 * table,
+        "write_ms": 1000 * write_seconds,
+        "bytes_per_clip": built.nbytes / FEATURE_BATCH_SIZE,
+        "pool_start_ms": 1000 * pool,
+    }
+
+
+def _nothing(batch):
+    return {"index": batch["index"]}
+
+
+def measure(args: argparse.Namespace, work_dir: str) -> tuple[list[dict], dict]:
     import datasets
     from transformers import VitsConfig, VitsTokenizer
 
@@ -268,7 +352,7 @@ def measure(args: argparse.Namespace, work_dir: str) -> list[dict]:
                 f"  {name}, {workers} worker(s): pipeline {pipeline_seconds:.2f} s, bare {bare_seconds:.2f} s",
                 flush=True,
             )
-    return rows
+    return rows, pipeline_costs(args, work_dir, tokenizer, model_config)
 
 
 def main(argv=None) -> dict:
@@ -276,7 +360,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="preprocess_throughput_")
     try:
-        rows = measure(args, work_dir)
+        rows, costs = measure(args, work_dir)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -292,6 +376,7 @@ def main(argv=None) -> dict:
         "ratio_target": RATIO_TARGET,
         "peak_host_memory_mb": peak_host_memory_mb(),
         "results": rows,
+        "pipeline_costs": costs,
     }
     print()
     print(
@@ -308,6 +393,13 @@ def main(argv=None) -> dict:
                 ("pipeline_over_bare", "pipeline/bare", ".2f"),
             ],
         )
+    )
+    bare_ms = min(1000 * row["bare_seconds"] / row["clips"] for row in rows if row["workers"] == 1)
+    print(
+        f"\nPipeline work besides decode + resample + mel, per {args.clip_seconds:g} s clip (each part alone): text "
+        f"{costs['text_ms']:.3f} ms, Arrow table {costs['table_ms']:.3f} ms, writing it "
+        f"({costs['bytes_per_clip'] / 1024:.0f} KiB) {costs['write_ms']:.3f} ms; a 2-worker pool "
+        f"{costs['pool_start_ms']:.0f} ms per split. The fastest bare loop: {bare_ms:.2f} ms per clip."
     )
     worst = max(row["pipeline_over_bare"] for row in rows)
     verdict = "holds" if worst <= RATIO_TARGET else "FAILS"

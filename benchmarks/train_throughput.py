@@ -84,6 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--tf32", action="store_true", help="Allow TF32 matmuls and convolutions (Ampere+ GPUs).")
     parser.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "segment"],
+        help="torch.compile: 'segment' compiles the HiFi-GAN decoder and the discriminator in place "
+        "(`nn.Module.compile`), the parts that see the fixed-size segment; the first warm-up step includes the "
+        "compilation and is reported apart. The encoders and flow see a new text / spectrogram length every batch.",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -334,6 +342,11 @@ def run(args) -> dict:
     discriminator = build_discriminator(args.discriminator)
     if discriminator is not None:
         discriminator.to(args.device)
+    if args.compile == "segment":
+        # in place: the state_dict keys, the optimizers' parameters and the saved model stay as they are
+        model.vits.decoder.compile(dynamic=False)
+        if discriminator is not None:
+            discriminator.compile(dynamic=False)
     total_steps = args.warmup_steps + args.steps
     optimizers = [adamw(model.parameters(), args.fused_adamw)]
     if discriminator is not None:
@@ -354,7 +367,7 @@ def run(args) -> dict:
 
     if args.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(args.device)
-    timer, metric_sums, steps = PhaseTimer(args.device), {}, []
+    timer, metric_sums, steps, warmup_seconds = PhaseTimer(args.device), {}, [], []
     with timed_alignment(timer):
         for index in range(total_steps):
             timer.reset()
@@ -362,6 +375,7 @@ def run(args) -> dict:
                 model, discriminator, optimizers, schedulers, batches, timer, args, metric_sums
             )
             if index < args.warmup_steps:
+                warmup_seconds.append(seconds)
                 continue
             lengths = batch["waveform_lengths"]
             audio_seconds = float(lengths.sum()) / config.sampling_rate
@@ -374,10 +388,10 @@ def run(args) -> dict:
     losses = {name: float(value) / total_steps for name, value in metric_sums.items()}
     if not all(math.isfinite(value) for value in losses.values()):
         raise RuntimeError(f"Non-finite loss components during the benchmark: {losses}")
-    return summarize(args, config, model, discriminator, steps, losses)
+    return summarize(args, config, model, discriminator, steps, losses, warmup_seconds)
 
 
-def summarize(args, config, model, discriminator, steps: list[dict], losses: dict) -> dict:
+def summarize(args, config, model, discriminator, steps: list[dict], losses: dict, warmup_seconds: list) -> dict:
     total = sum(step["seconds"] for step in steps)
     phases = {name: sum(step[name] for step in steps) / len(steps) for name in PHASES}
     step_seconds = total / len(steps)
@@ -408,6 +422,7 @@ def summarize(args, config, model, discriminator, steps: list[dict], losses: dic
         "peak_device_memory_mb": (
             torch.cuda.max_memory_allocated(args.device) / 2**20 if args.device.type == "cuda" else None
         ),
+        "warmup_step_seconds": warmup_seconds,  # the first one includes torch.compile's compilation
         "mean_loss_components": losses,
         "steps": steps,
     }
@@ -430,6 +445,8 @@ def summarize(args, config, model, discriminator, steps: list[dict], losses: dic
         f"step {step_seconds * 1000:.0f} ms   peak memory {memory:.0f} MiB ({memory_kind})   "
         f"padding {100 * results['padding_share']:.0f}% of the batch"
     )
+    if warmup_seconds:
+        print(f"warm-up steps (not timed above): {', '.join(f'{t * 1000:.0f}' for t in warmup_seconds)} ms")
     verdict = "holds" if overhead <= OVERHEAD_TARGET else "FAILS"
     print(
         f"Outside the model's compute (data_wait + other): {100 * overhead:.1f}% of a step, target <= 10%: {verdict}"

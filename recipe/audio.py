@@ -64,7 +64,8 @@ def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray
         raise AudioDecodeError(f"{label}: {error}") from error
     if samples.shape[0] == 0:
         raise AudioDecodeError(f"{label}: no samples")
-    # a mono file's one column is already the signal: mean() would copy and sum it (0.2 ms for 5 s at 16 kHz)
+    # a mono file's one column is already the signal: mean() copied and summed it (0.5 ms per 5 s clip at 16 kHz,
+    # benchmarks/README.md)
     mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.float32, copy=False)
     return mono, int(sampling_rate)
 

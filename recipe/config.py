@@ -276,6 +276,16 @@ class VitsTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.torch_compile or self.torch_compile_backend or self.torch_compile_mode:
+            # Trainer would compile the whole training forward, whose text and spectrogram lengths change with every
+            # batch: it recompiled at each step (39-185 s a step against 0.35 s on the demo, CPU). Compiling only the
+            # fixed-size decoder and discriminator did not pay on CPU either (benchmarks/README.md).
+            raise ValueError(
+                "--torch_compile is not supported: compiling the VITS training forward recompiles for every new "
+                "batch shape (measured 39-185 s a step against 0.35 s on the demo). "
+                "`python benchmarks/train_throughput.py --compile segment` measures compiling the decoder and "
+                "discriminator alone."
+            )
         self.precision = self.precision.lower()
         if self.precision not in {"auto", "fp32", "fp16", "bf16"}:
             raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")

@@ -15,10 +15,10 @@ Steps, for the training split and the eval split (or the one of them a caller as
    compute the log-mel target, and give every clip that cannot be used exactly one drop reason (`too_many_tokens`
    covers a text over `--max_tokens_length` and one with more tokens than the clip has spectrogram frames, which no
    monotonic alignment can fit);
-4. the map writes its Arrow files straight into `<cache_dir>/vits_features/<key>/` (one write per clip; dropped
-   clips are empty rows that `features.json` tells the loader to skip), where the key hashes the source's content
-   and every argument that changes the features: a second run with the same arguments loads it memory-mapped and
-   skips steps 2-3. A second worker pays only with an idle core for it (`benchmarks/README.md`);
+4. the map writes its Arrow files straight into `<cache_dir>/vits_features/<key>/` (one Arrow table per batch of
+   clips; dropped clips are empty rows that `features.json` tells the loader to skip), where the key hashes the
+   source's content and every argument that changes the features: a second run with the same arguments loads it
+   memory-mapped and skips steps 2-3. A second worker pays only with an idle core for it (`benchmarks/README.md`);
 5. apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
    stop with a `DataError` when too many clips are bad or a split is left empty.
 
@@ -73,11 +73,12 @@ BAD_REASONS = ("path_outside_dataset", "missing_file", "decode_error")
 MAX_EXAMPLES = 10
 # Bump when the feature computation or the cache layout changes, so that old caches are not reused.
 FEATURE_VERSION = 4
-# A split with fewer clips per requested worker is featurized in the main process: starting a pool, pickling the
-# tokenizer to it and merging its shards costs 300-600 ms per split (benchmarks/README.md), the time of 50-300 clips.
+# A split with fewer clips per requested worker is featurized in the main process: `datasets`' pool (forks, a manager
+# process and its queue polls, the shard merge) costs 150-180 ms per split (benchmarks/README.md), what a second
+# worker saves on 45-120 clips when it has a core to itself, and more than it saves when it has not.
 MIN_CLIPS_PER_WORKER = 128
 # Clips per `datasets.map` batch: each batch is one Arrow table (`featurize_batch`). Small, so that a batch of 30 s
-# clips stays near 100 MB; 8 to 100 wrote equally fast (benchmarks/README.md).
+# clips holds about 40 MB of features.
 FEATURE_BATCH_SIZE = 16
 # The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.
 CACHE_MANIFEST = "features.json"
@@ -216,7 +217,7 @@ def featurize_batch(batch, settings: FeatureSettings, features: datasets.Feature
     """`featurize` for each row of a `datasets.map(batched=True)` batch, as one Arrow table of `features`.
 
     The table is built from the NumPy arrays in one copy per column (`recipe.feature_table`), which `datasets` then
-    writes as it is: returning the rows as dicts cost 1.3 ms per 5 s clip in `datasets`' own conversion.
+    writes as it is, instead of converting every array of every row dict on its own.
     """
     needed = [name for name in (settings.audio_column, settings.text_column, settings.speaker_column) if name]
     columns = {name: batch[name] for name in dict.fromkeys(needed)}  # only these columns are formatted
@@ -471,7 +472,7 @@ def _build_features(
     The training split is read (for the speaker choice and the eval hold-out) even when only `"eval"` is asked for,
     so that the eval clips are the ones a training run on the same arguments holds out.
 
-    The Arrow files `datasets.map` writes are the cache itself (one write per clip): dropped clips stay in them as
+    The Arrow files `datasets.map` writes are the cache itself (written once, a table per batch): dropped clips stay in them as
     empty rows, and the manifest lists the rows to read, so that nothing is copied after the map.
     """
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
@@ -515,7 +516,7 @@ def _build_features(
                     cache_file_name=os.path.join(building, f"{name}.arrow"),
                     load_from_cache_file=False,
                     # the cache key already names this content: without it, datasets hashes the function and its
-                    # arguments (the tokenizer) with dill, 30 ms per split
+                    # arguments (the tokenizer) with dill for every split
                     new_fingerprint=hashlib.sha256(f"{cache_path}:{name}".encode()).hexdigest()[:32],
                     desc=f"Preprocessing {name}",
                 )

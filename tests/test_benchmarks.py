@@ -41,7 +41,12 @@ def test_preprocess_throughput_reports_both_formats(tmp_path):
             assert row[key] > 0
         assert row["pipeline_over_bare"] == pytest.approx(row["pipeline_seconds"] / row["bare_seconds"])
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["cpu"]
-    assert "pipeline/bare" in completed.stdout
+    costs = results["pipeline_costs"]
+    for key in ("text_ms", "table_ms", "write_ms"):
+        assert 0 < costs[key] < 1000, key
+    # 1 s at 16 kHz: 16 000 float32 samples and 62 frames x 80 float32 mel bins, besides the small columns
+    assert 4 * (16_000 + 62 * 80) < costs["bytes_per_clip"] < 4 * (16_000 + 62 * 80) + 2048
+    assert "pipeline/bare" in completed.stdout and "Arrow table" in completed.stdout
 
 
 def test_train_throughput_reports_step_breakdown(tmp_path):

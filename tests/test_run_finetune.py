@@ -145,6 +145,9 @@ def test_contradictory_or_ineffective_arguments_are_refused(tiny_files, tmp_path
         [*base, "--max_steps", "100", "--eval_strategy", "steps", "--eval_steps", "0.1"]
     )
     assert training_args.eval_steps == 0.1
+    for flags in (["--torch_compile", "true"], ["--torch_compile_mode", "max-autotune"]):
+        with pytest.raises(ValueError, match="--torch_compile is not supported"):
+            parse_arguments([*base, *flags])
 
 
 def test_amplitude_flags_without_evaluation_are_said_to_do_nothing(tiny_files, tmp_path, caplog):
