@@ -193,6 +193,8 @@ class VitsTrainingArguments(TrainingArguments):
         - `remove_unused_columns` False: the collator needs the feature columns the model's forward does not name.
         - `length_column_name` "waveform_length": `--group_by_length` groups by audio, not token, length.
         - `report_to` "tensorboard".
+        - `logging_nan_inf_filter` False: a NaN or infinite loss shows in the logs (with a warning) instead of being
+          replaced by the window's average, and the check no longer synchronizes with the device at every step.
         - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
           that tracks what a listener hears; the adversarial terms oscillate by design.
         - `precision` "auto" replaces `fp16` / `bf16`; setting `--fp16` or `--bf16` yourself is still honoured.
@@ -210,6 +212,13 @@ class VitsTrainingArguments(TrainingArguments):
         metadata={"help": "With --group_by_length: batches grouped by audio length, which sets the step's cost."},
     )
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Where to log."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace NaN / inf step losses by the window's average in the logs (hides them; one device sync "
+            "per step). Off: they are logged as they are, with a warning."
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={"help": "auto | fp32 | fp16 | bf16. auto: bf16 where the GPU has it, else fp16; fp32 on CPU."},

@@ -55,9 +55,11 @@ def normalized_mel_loss(
         generated, target = torch.exp(generated_log_mel.float()) * mask, torch.exp(target_log_mel.float()) * mask
         error = (generated - target).abs().sum(dim=(1, 2))
         energy = target.sum(dim=(1, 2))
-        has_frames = mask.sum(dim=(1, 2)) > 0
+        has_frames = (mask.sum(dim=(1, 2)) > 0).float()
         per_utterance = error / (energy + NORMALIZATION_EPS)
-        return per_utterance[has_frames].mean() if bool(has_frames.any()) else per_utterance.sum() * 0.0
+        # the mean over utterances that have frames (0 when none has), without reading `has_frames` on the host: a
+        # branch on it would synchronize with the device in every step
+        return (per_utterance * has_frames).sum() / has_frames.sum().clamp(min=1.0)
 
 
 def kl_loss(

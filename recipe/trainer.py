@@ -188,8 +188,20 @@ class VitsTrainer(Trainer):
         """Generator forward + backward, then the discriminator's update on the same (detached) generated audio."""
         model.train()  # evaluation and the callbacks' synthesis put it in eval mode
         inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        try:
+            with self.compute_loss_context_manager():
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        except RuntimeError as error:
+            # Weights made non-finite by an earlier step (a NaN loss in fp32 / bf16, where no grad scaler skips it)
+            # break VITS's spline flow with an unrelated-looking error; say what happened. Checked only on failure.
+            broken = [name for name, parameter in model.named_parameters() if not torch.isfinite(parameter).all()]
+            if broken:
+                raise FloatingPointError(
+                    f"The model's weights are no longer finite at step {self.state.global_step} ({len(broken)} "
+                    f"tensors, e.g. {', '.join(broken[:3])}): an earlier step's loss was NaN or infinite (see the "
+                    "logged losses). Resume from the last checkpoint with a lower learning rate, or train in fp32."
+                ) from error
+            raise
         # a per-batch mean: scale it for gradient accumulation as Trainer does
         loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
@@ -304,6 +316,18 @@ class VitsTrainer(Trainer):
         """Adds the training window's loss components to a training log (the one with `loss`)."""
         if "loss" in logs:
             logs.update(self._reduce_metrics("train"))
+            broken = sorted(
+                name for name, value in logs.items() if isinstance(value, float) and not math.isfinite(value)
+            )
+            if broken:
+                # checked here, once per logging window, where the values are on the host anyway
+                logger.warning(
+                    "Non-finite training values in the logging window that ends at step %d: %s. With fp16 a few "
+                    "overflowing steps are expected (the grad scaler skips them); if it persists, lower the learning "
+                    "rate or train in bf16 / fp32 from the last checkpoint.",
+                    self.state.global_step,
+                    ", ".join(f"{name}={logs[name]}" for name in broken),
+                )
         super().log(logs, start_time)
 
     # -- saving and loading ---------------------------------------------------------------------------------------

@@ -60,6 +60,21 @@ def test_normalized_mel_loss_gives_a_loud_and_a_quiet_copy_equal_weight():
     assert batch_loss == pytest.approx(loud_normalized, rel=0.01)
 
 
+def test_normalized_mel_loss_averages_only_the_utterances_that_have_frames():
+    target = torch.randn(3, 80, 16)
+    generated = (target + 0.5 * torch.randn(3, 80, 16)).requires_grad_()
+    mask = torch.ones(3, 1, 16)
+    mask[1] = 0  # a segment with no real frame
+    alone = [normalized_mel_loss(generated[i : i + 1], target[i : i + 1], mask[i : i + 1]) for i in (0, 2)]
+    batch = normalized_mel_loss(generated, target, mask)
+    assert batch.item() == pytest.approx((alone[0].item() + alone[1].item()) / 2, rel=1e-6)
+    # no frame at all: zero, and still a graph to backpropagate through
+    empty = normalized_mel_loss(generated, target, torch.zeros(3, 1, 16))
+    assert empty.item() == 0.0
+    empty.backward()
+    assert generated.grad is not None and torch.all(generated.grad == 0)
+
+
 def test_mel_losses_ignore_frames_past_the_clip():
     target = torch.zeros(1, 80, 6)
     generated = torch.zeros(1, 80, 6)

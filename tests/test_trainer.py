@@ -63,6 +63,41 @@ def test_loss_components_are_logged_under_stable_names(trained):
     assert train_logs[0]["mel"] > 0 and train_logs[0]["l2sp"] >= 0
 
 
+def _nan_at_step(monkeypatch, step: int) -> None:
+    """Make the generator's loss NaN at training step `step` (1-based; no evaluation runs in these tests)."""
+    import recipe.trainer
+
+    real_objective = recipe.trainer.generator_objective
+    calls = []
+
+    def objective(*args, **kwargs):
+        loss, components = real_objective(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), components) if len(calls) == step else (loss, components)
+
+    monkeypatch.setattr(recipe.trainer, "generator_objective", objective)
+
+
+def test_a_nan_loss_is_logged_and_warned_about_not_averaged_away(tmp_path, monkeypatch, caplog):
+    import logging
+
+    _nan_at_step(monkeypatch, 4)
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=2)
+    with caplog.at_level(logging.WARNING, logger="recipe.trainer"):
+        trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 2 and math.isfinite(losses[0]) and math.isnan(losses[1])
+    assert "Non-finite training values in the logging window that ends at step 4" in caplog.text
+    assert "ends at step 2" not in caplog.text  # the first window was finite
+
+
+def test_weights_broken_by_a_nan_step_are_named_when_the_next_step_fails(tmp_path, monkeypatch):
+    _nan_at_step(monkeypatch, 2)
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=1)
+    with pytest.raises(FloatingPointError, match=r"weights are no longer finite at step 2 .*earlier step's loss"):
+        trainer.train()
+
+
 def test_both_networks_train(trained):
     trainer, before, _ = trained
     after = _weights(trainer)
