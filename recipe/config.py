@@ -193,6 +193,7 @@ class VitsTrainingArguments(TrainingArguments):
         - `remove_unused_columns` False: the collator needs the feature columns the model's forward does not name.
         - `length_column_name` "waveform_length": `--group_by_length` groups by audio, not token, length.
         - `report_to` "tensorboard".
+        - `dataloader_pin_memory` False when training on CPU (it only helps copies to an accelerator).
         - `logging_nan_inf_filter` False: a NaN or infinite loss shows in the logs (with a warning) instead of being
           replaced by the window's average, and the check no longer synchronizes with the device at every step.
         - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
@@ -310,6 +311,9 @@ class VitsTrainingArguments(TrainingArguments):
             # several processes and no GPU (`accelerate launch --multi_gpu` on CPU): without use_cpu, Trainer sets up
             # no distributed state and each process would train alone; with it, DDP runs over gloo
             self.use_cpu = True
+        if self.use_cpu or not torch.accelerator.is_available():
+            # pinned host memory only speeds up copies to an accelerator; without one, torch warns at every DataLoader
+            self.dataloader_pin_memory = False
         if self.precision == "auto":
             if self.use_cpu or not torch.cuda.is_available():
                 self.precision = "fp32"
