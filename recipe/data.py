@@ -472,8 +472,8 @@ def _build_features(
     The training split is read (for the speaker choice and the eval hold-out) even when only `"eval"` is asked for,
     so that the eval clips are the ones a training run on the same arguments holds out.
 
-    The Arrow files `datasets.map` writes are the cache itself (written once, a table per batch): dropped clips stay in them as
-    empty rows, and the manifest lists the rows to read, so that nothing is copied after the map.
+    The Arrow files `datasets.map` writes are the cache itself (written once, a table per batch): dropped clips stay
+    in them as empty rows, and the manifest lists the rows to read, so that nothing is copied after the map.
     """
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
     base = dict(
