@@ -74,7 +74,7 @@ MAX_EXAMPLES = 10
 # Bump when the feature computation or the cache layout changes, so that old caches are not reused.
 FEATURE_VERSION = 4
 # A split with fewer clips per requested worker is featurized in the main process: `datasets`' pool (forks, a manager
-# process and its queue polls, the shard merge) costs 150-180 ms per split (benchmarks/README.md), what a second
+# process and its queue polls, the shard merge) costs 150-190 ms per split (benchmarks/README.md), what a second
 # worker saves on 45-120 clips when it has a core to itself, and more than it saves when it has not.
 MIN_CLIPS_PER_WORKER = 128
 # Clips per `datasets.map` batch: each batch is one Arrow table (`featurize_batch`). Small, so that a batch of 30 s
