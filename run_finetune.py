@@ -24,6 +24,7 @@ import transformers
 import yaml
 from transformers import HfArgumentParser, VitsConfig, VitsModel, VitsTokenizer, set_seed
 
+from recipe import voices
 from recipe.audio import SpectrogramConfig
 from recipe.callbacks import (
     AmplitudeMonitorCallback,
@@ -49,8 +50,6 @@ from recipe.vocabulary import (
 
 logger = logging.getLogger("run_finetune")
 
-# IPA letters and stress / length marks: a vocabulary holding them is a phoneme vocabulary (phonemize=True)
-_IPA_RANGES = ((0x0250, 0x02AF), (0x02C8, 0x02C8), (0x02CC, 0x02CC), (0x02D0, 0x02D1))
 # Sentences the amplitude monitor and the TensorBoard samples synthesize when none are given: eval texts
 _NUM_MONITOR_TEXTS = 3
 
@@ -78,24 +77,12 @@ def parse_arguments(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def is_phoneme_vocabulary(vocabulary) -> bool:
-    return any(low <= ord(char) <= high for token in vocabulary for char in token for low, high in _IPA_RANGES)
-
-
 def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
-    """The model's `VitsTokenizer`; `phonemize` is turned off for a character vocabulary (every MMS model).
-
-    `VitsTokenizer` defaults to `phonemize=True`, which needs espeak and produces IPA symbols an MMS character
-    vocabulary does not hold: every letter would be dropped.
-    """
+    """The tokenizer of `--tokenizer_name`, else of `--model_name_or_path` (`recipe.voices.load_tokenizer`)."""
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is None:
         raise ValueError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
-    tokenizer = VitsTokenizer.from_pretrained(name, revision=model_args.model_revision, token=model_args.token)
-    if tokenizer.phonemize and not is_phoneme_vocabulary(tokenizer.get_vocab()):
-        logger.info(f"{name}: character vocabulary, so the text is not phonemized (phonemize=False)")
-        tokenizer.phonemize = False
-    return tokenizer
+    return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token)
 
 
 def load_model_config(model_args: ModelArguments) -> VitsConfig:
@@ -106,7 +93,7 @@ def load_model_config(model_args: ModelArguments) -> VitsConfig:
             f"({model_args.config_name!r}), not both"
         )
     if model_args.model_name_or_path is not None:
-        return VitsConfig.from_pretrained(
+        return voices.load_voice_config(
             model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
         )
     if model_args.config_name is not None:
@@ -118,7 +105,7 @@ def load_model_config(model_args: ModelArguments) -> VitsConfig:
 
 def load_model(model_args: ModelArguments, config: VitsConfig) -> VitsModel:
     if model_args.model_name_or_path is not None:
-        return VitsModel.from_pretrained(
+        return voices.load_voice(
             model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
         )
     logger.info(f"Building a randomly initialized VitsModel from {model_args.config_name}")

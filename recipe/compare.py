@@ -130,11 +130,11 @@ def resolve_device(device: str) -> torch.device:
 
 def load_tts(name_or_path: str, device: torch.device, role: str):
     """A `VitsModel` in eval mode on `device` and its tokenizer; the error names the flag and the path."""
-    from transformers import AutoTokenizer, VitsModel
+    from .voices import load_tokenizer, load_voice
 
     try:
-        model = VitsModel.from_pretrained(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = load_voice(name_or_path)
+        tokenizer = load_tokenizer(name_or_path)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"--{role} {name_or_path!r}: could not load a VitsModel and its tokenizer from it: {error}"

@@ -12,7 +12,8 @@ from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, pipeline
 
 from recipe.callbacks import AmplitudeMonitorCallback
-from run_finetune import is_phoneme_vocabulary, main, parse_arguments
+from recipe.voices import is_phoneme_vocabulary
+from run_finetune import main, parse_arguments
 
 # the conftest tiny config made smaller still: main() runs end to end in these tests
 TINY_CONFIG = make_tiny_config(
