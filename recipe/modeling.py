@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -22,6 +24,9 @@ from transformers import VitsModel
 
 from .alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
 from .audio import LOG_MEL_FLOOR, SpectrogramConfig, linear_spectrogram, log_mel_spectrogram
+from .duration import stochastic_duration_nll
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,12 +165,9 @@ class VitsForTraining(nn.Module):
 
         duration_nll = predicted_log_durations = None
         if vits.config.use_stochastic_duration_prediction:
-            duration_nll = vits.duration_predictor(
-                hidden_states,
-                text_mask,
-                speaker_embeddings,
-                durations=durations.to(hidden_states.dtype),
-                reverse=False,
+            # VITS's flow order, not transformers' `reverse=False` path (see recipe/duration.py)
+            duration_nll = stochastic_duration_nll(
+                vits.duration_predictor, hidden_states, text_mask, durations, speaker_embeddings
             )
         else:
             predicted_log_durations = vits.duration_predictor(hidden_states, text_mask, speaker_embeddings)
@@ -239,8 +241,23 @@ FREEZABLE_SUBMODULES = {
 }
 
 
+def disable_layer_drop(vits: VitsModel) -> None:
+    """No layer drop in the text encoder, whatever the config says: VITS (MMS, Piper) never trained with it.
+
+    `VitsConfig.layerdrop` defaults to 0.1 and converted configs carry that default; in train mode the encoder would
+    then skip each of its layers with that probability (at 0.1 and 6 layers, 47% of steps skip at least one).
+    """
+    if vits.config.layerdrop:
+        logger.info(
+            f"layerdrop {vits.config.layerdrop} in the model config: off for training (VITS trains without it)"
+        )
+    vits.config.layerdrop = 0.0
+    vits.text_encoder.encoder.layerdrop = 0.0
+
+
 def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
-    """Put weight norm on the decoder, freeze the submodules `model_args` names, and switch to train mode.
+    """Put weight norm on the decoder, turn layer drop off, freeze the submodules `model_args` names, and switch to
+    train mode.
 
     Args:
         vits (`VitsModel`): modified in place and returned.
@@ -250,6 +267,7 @@ def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
         `ValueError` when every parameter ends up frozen.
     """
     apply_decoder_weight_norm(vits)
+    disable_layer_drop(vits)
     for flag, submodule in FREEZABLE_SUBMODULES.items():
         if model_args is not None and getattr(model_args, flag, False):
             for parameter in getattr(vits, submodule).parameters():
