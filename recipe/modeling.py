@@ -12,9 +12,8 @@ saved folder is a plain `VitsModel`; freezing of submodules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
