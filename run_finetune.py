@@ -16,15 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 
 import datasets
 import transformers
-import yaml
-from transformers import HfArgumentParser, VitsConfig, VitsModel, VitsTokenizer, set_seed
+from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
 from recipe import voices
+from recipe.arguments import ArgumentsError, RecipeArgumentParser
 from recipe.audio import SpectrogramConfig
 from recipe.callbacks import (
     AmplitudeMonitorCallback,
@@ -33,13 +34,15 @@ from recipe.callbacks import (
     reference_rms_from_dataset,
 )
 from recipe.collator import VitsDataCollator
-from recipe.config import DataArguments, ModelArguments, VitsTrainingArguments
+from recipe.config import ModelArguments
 from recipe.continuation import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
 from recipe.data import prepare_datasets
 from recipe.discriminator import DiscriminatorConfig, load_discriminator
 from recipe.losses import L2SPReference
 from recipe.modeling import VitsForTraining, prepare_for_training
+from recipe.piper_tokenizer import PiperPhonemeTokenizer
 from recipe.replay import mix_replay, replay_args
+from recipe.stopping import ForcedStop, TrainingInterrupted
 from recipe.trainer import VitsTrainer
 from recipe.vocabulary import (
     extend_text_embeddings,
@@ -56,25 +59,39 @@ _NUM_MONITOR_TEXTS = 3
 
 def parse_arguments(argv: list[str] | None = None):
     """`(ModelArguments, DataArguments, VitsTrainingArguments)` from flags, or from one JSON / YAML file whose values
-    the flags after it override (`run_finetune.py configs/demo.json --max_steps 50`)."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, VitsTrainingArguments))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        path, argv = os.path.abspath(argv[0]), argv[1:]
-        with open(path, encoding="utf-8") as handle:
-            values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of argument names to values")
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown arguments {unknown}")
-        parser.set_defaults(**values)
-        # a value from the file satisfies a required flag
-        for action in parser._actions:
-            if action.dest in values:
-                action.required = False
-    return parser.parse_args_into_dataclasses(args=argv)
+    the flags after it override (`run_finetune.py configs/demo.json --max_steps 50`).
+
+    Raises:
+        `ArgumentsError` (a `ValueError`): a mistyped flag or file key (naming the closest real ones), a value of
+            the wrong type or one the arguments refuse; `run_finetune.py` prints it as one line.
+    """
+    return RecipeArgumentParser().parse(sys.argv[1:] if argv is None else argv)
+
+
+def resume_command(argv: list[str], checkpoint: str) -> str:
+    """The command that resumes this run from `checkpoint`: the same arguments, `--resume_from_checkpoint` replaced.
+
+    Under several processes it starts with `accelerate launch <the same launch options>`, which this process cannot
+    see; otherwise with `python`.
+
+    Args:
+        argv (`list[str]`): the arguments the run was started with (`sys.argv[1:]`).
+        checkpoint (`str`): the checkpoint folder.
+    """
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in ("--resume_from_checkpoint", "--resume-from-checkpoint"):
+            skip = True
+            continue
+        if word.startswith(("--resume_from_checkpoint=", "--resume-from-checkpoint=")):
+            continue
+        kept.append(word)
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == os.path.basename(__file__) else __file__
+    launcher = "accelerate launch <the same launch options>" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
+    return f"{launcher} {shlex.join([script, *kept, '--resume_from_checkpoint', checkpoint])}"
 
 
 def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
@@ -99,7 +116,7 @@ def load_model_config(model_args: ModelArguments) -> VitsConfig:
     if model_args.config_name is not None:
         if not os.path.isfile(model_args.config_name):
             raise FileNotFoundError(f"--config_name {model_args.config_name}: no such VitsConfig JSON file")
-        return VitsConfig.from_json_file(model_args.config_name)
+        return voices.load_voice_config(model_args.config_name)
     raise ValueError("Give --model_name_or_path (a VitsModel to fine-tune) or --config_name (a VitsConfig JSON)")
 
 
@@ -109,7 +126,7 @@ def load_model(model_args: ModelArguments, config: VitsConfig) -> VitsModel:
             model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
         )
     logger.info(f"Building a randomly initialized VitsModel from {model_args.config_name}")
-    return VitsModel(config)
+    return voices.model_from_config(config)
 
 
 def load_discriminator_config(model_args: ModelArguments) -> DiscriminatorConfig | None:
@@ -206,6 +223,12 @@ def main(argv: list[str] | None = None) -> dict:
     check_vocabulary(tokenizer, config)
     # New letters go into the tokenizer before the features are tokenized, so the cached input_ids use them.
     added_characters = []
+    if model_args.extend_vocabulary and isinstance(tokenizer, PiperPhonemeTokenizer):
+        raise ValueError(
+            f"--extend_vocabulary adds letters to a character vocabulary; the tokenizer of "
+            f"{model_args.tokenizer_name or model_args.model_name_or_path} ({type(tokenizer).__name__}) maps phonemes "
+            "and has no letters to add"
+        )
     if model_args.extend_vocabulary:
         tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer, token=model_args.token)
         added_characters = [entry["character"] for entry in vocabulary_report["added"]]
@@ -214,8 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
             with open(os.path.join(training_args.output_dir, "vocabulary_report.json"), "w", encoding="utf-8") as f:
                 json.dump(vocabulary_report, f, ensure_ascii=False, indent=2)
 
-    # 3. Features: built once by the main process, read from the Arrow cache by the others
-    with training_args.main_process_first(desc="dataset preprocessing"):
+    # 3. Features: built once by the main process, read from the Arrow cache by the others. local=False: with several
+    # machines, the main process of the whole run (not one per machine) builds them into the shared --cache_dir.
+    with training_args.main_process_first(local=False, desc="dataset preprocessing"):
         splits, data_report = prepare_datasets(
             data_args, tokenizer, config, training_args.output_dir, token=model_args.token
         )
@@ -278,7 +302,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in {"true", "last"}:
-        resume = True
+        resume = True  # the newest intact checkpoint-N in output_dir
+    elif isinstance(resume, str) and resume.lower() in {"false", "none", ""}:
+        resume = None
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     metrics = dict(train_result.metrics)
@@ -348,5 +374,38 @@ def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: 
     logger.info(f"Pushed to https://huggingface.co/{repo_id}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`main` as a command; returns the exit status.
+
+    - 2 and one line for a mistake in the arguments (`ArgumentsError`), not a traceback;
+    - 128 + the signal's number when Ctrl-C / SIGTERM stopped training, with the checkpoint saved and the command
+      that resumes from it (printed by the main process).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        main(argv)
+    except ArgumentsError as error:
+        print(f"run_finetune.py: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        if os.environ.get("RANK", "0") == "0":
+            if stop.checkpoint is not None:
+                print(f"{stop}. To resume:\n    {resume_command(argv, stop.checkpoint)}", flush=True)
+            else:
+                print(f"{stop}.", flush=True)
+        return stop.exit_code
+    except ForcedStop as stop:
+        # the handler logged it; the checkpoints already complete in output_dir are kept
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(
+            "Interrupted outside training: nothing more was saved (complete checkpoints already in --output_dir "
+            "are kept).",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

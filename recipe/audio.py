@@ -42,6 +42,112 @@ def _readable(source: AudioSource, name: str | None) -> tuple[str | BinaryIO, st
     raise TypeError(f"read_audio takes a path, bytes or a binary file object, not {type(source).__name__}")
 
 
+# How much of a file's start is searched for a WAV `data` chunk: the chunks before it (`fmt `, `LIST`, `fact`) take
+# a few hundred bytes in files from common tools; a header that does not fit is treated as declaring nothing.
+WAV_HEADER_BYTES = 64 * 1024
+# `data` chunk sizes that writers use when the length was unknown when writing started (a stream): 0, the 32-bit
+# maximum (also RF64's placeholder) and sox's 0x7ffff000. Such a header declares no length.
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A decoded file as it is: every channel at the file's own rate, and the length its header declares.
+
+    Args:
+        samples (`np.ndarray`): float32 of shape `(num_frames, num_channels)`, as soundfile decodes them (a lossy
+            codec may give values beyond [-1, 1]).
+        sampling_rate (`int`): the file's rate.
+        declared_frames (`int`, *optional*): frames the header says the file holds (`None` when it does not say).
+            For a WAV file, the size of its `data` chunk (libsndfile silently shortens it to the bytes present); for
+            other formats, what libsndfile reads from the header: an MP3's Xing / LAME frame count, or an estimate
+            from the file size when it has none, which a cut file shares.
+        name (`str`): how messages name the clip.
+    """
+
+    samples: np.ndarray
+    sampling_rate: int
+    declared_frames: int | None
+    name: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.samples.shape[0])
+
+
+def _wav_declared_frames(header: bytes) -> int | None:
+    """Frames the `data` chunk of a RIFF WAVE `header` (the file's first bytes) declares, or `None` when `header` is
+    not one, its `data` chunk starts beyond it, or the size is a streaming placeholder."""
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    block_align, offset = None, 12
+    while offset + 8 <= len(header):
+        chunk, size = header[offset : offset + 4], int.from_bytes(header[offset + 4 : offset + 8], "little")
+        if chunk == b"fmt " and offset + 22 <= len(header):
+            block_align = int.from_bytes(header[offset + 20 : offset + 22], "little")
+        elif chunk == b"data":
+            if not block_align or size in _WAV_UNKNOWN_SIZES:
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
+def _file_header(source: AudioSource, readable) -> bytes:
+    """The first `WAV_HEADER_BYTES` of `source` (empty for a stream that cannot seek back)."""
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source[:WAV_HEADER_BYTES])
+    if isinstance(readable, str):
+        with open(readable, "rb") as handle:
+            return handle.read(WAV_HEADER_BYTES)
+    if hasattr(readable, "seekable") and readable.seekable():
+        start = readable.tell()
+        header = readable.read(WAV_HEADER_BYTES)
+        readable.seek(start)
+        return header
+    return b""
+
+
+def decode_audio(source: AudioSource, name: str | None = None) -> DecodedAudio:
+    """Decode an audio file, or the encoded bytes of one, with soundfile, keeping its channels and its rate.
+
+    Args:
+        source (`str`, `os.PathLike`, `bytes` or a binary file object): a path, the bytes of an encoded file (a
+            parquet / saved dataset's `{"bytes": ...}`), or an open binary stream.
+        name (`str`, *optional*): how error messages name the clip (defaults to the path).
+
+    Returns:
+        `DecodedAudio`: the samples, the file's rate and the length its header declares (`recipe.screening` compares
+        the two to find cut files).
+
+    Raises:
+        `FileNotFoundError` when a path names no file, `AudioDecodeError` when the audio cannot be decoded or holds
+        no sample, `TypeError` for a `source` of another type.
+    """
+    readable, label = _readable(source, name)
+    header = _file_header(source, readable)
+    try:
+        with sf.SoundFile(readable) as handle:
+            declared = int(handle.frames)
+            # read() stops where the decoder stops: fewer frames than `declared` when the stream ends early
+            samples = handle.read(dtype="float32", always_2d=True)
+            sampling_rate, is_wav = int(handle.samplerate), handle.format in ("WAV", "WAVEX")
+    except sf.SoundFileError as error:  # LibsndfileError: unknown format, broken header or stream
+        raise AudioDecodeError(f"{label}: {error}") from error
+    if samples.shape[0] == 0:
+        raise AudioDecodeError(f"{label}: no samples")
+    if is_wav:
+        declared = _wav_declared_frames(header)
+    return DecodedAudio(samples=samples, sampling_rate=sampling_rate, declared_frames=declared, name=label)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """`(num_frames, num_channels)` float32 samples mixed to `(num_frames,)` (the mean of the channels)."""
+    # a mono file's one column is already the signal: mean() copied and summed it (0.5 ms per 5 s clip at 16 kHz,
+    # benchmarks/README.md)
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.float32, copy=False)
+
+
 def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file, or the encoded bytes of one, with soundfile and mix it to mono.
 
@@ -57,17 +163,8 @@ def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray
         `FileNotFoundError` when a path names no file, `AudioDecodeError` when the audio cannot be decoded or holds
         no sample, `TypeError` for a `source` of another type.
     """
-    readable, label = _readable(source, name)
-    try:
-        samples, sampling_rate = sf.read(readable, dtype="float32", always_2d=True)
-    except sf.SoundFileError as error:  # LibsndfileError: unknown format, broken header or stream
-        raise AudioDecodeError(f"{label}: {error}") from error
-    if samples.shape[0] == 0:
-        raise AudioDecodeError(f"{label}: no samples")
-    # a mono file's one column is already the signal: mean() copied and summed it (0.5 ms per 5 s clip at 16 kHz,
-    # benchmarks/README.md)
-    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.float32, copy=False)
-    return mono, int(sampling_rate)
+    decoded = decode_audio(source, name)
+    return to_mono(decoded.samples), decoded.sampling_rate
 
 
 def audio_duration(source: AudioSource, name: str | None = None) -> float:

@@ -110,7 +110,10 @@ class AmplitudeMonitorCallback(TrainerCallback):
           `eval_amplitude_ratio` (RMS / reference), `eval_amplitude_reference_rms`, `eval_amplitude_status`
           (0 OK, 1 WARNING, 2 CRITICAL),
         - `amplitude_status.json` in each checkpoint saved after it.
-    After `patience` CRITICAL evaluations in a row it raises `AmplitudeCollapseError` on every rank.
+    After `patience` CRITICAL evaluations in a row it raises `AmplitudeCollapseError` on every rank, unless the run
+    is at its last step or over: then it logs the CRITICAL status at CRITICAL level, and the run ends with its model
+    and results written. Each trained step counts once: the final evaluation of a step already measured reports
+    its figures without adding to the streak.
 
     Args:
         tokenizer (`VitsTokenizer`): the model's tokenizer; `texts` are passed to it as they are.
@@ -158,6 +161,10 @@ class AmplitudeMonitorCallback(TrainerCallback):
         self.healthy_checkpoints: list[dict] = []
         # the checkpoint a resumed run restarts from, as the trainer names it (`resuming_from`)
         self.resume_checkpoint: str | None = None
+        # set at the end of training: evaluations after it (the final one) report but never stop anything
+        self.training_ended = False
+        # the step whose checkpoint `save_to_checkpoint` wrote (VitsTrainer, before the folder's rename)
+        self._saved_step: int | None = None
 
     # -- measuring ------------------------------------------------------------------------------------------------
 
@@ -196,6 +203,7 @@ class AmplitudeMonitorCallback(TrainerCallback):
         self.resume_checkpoint = checkpoint
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.training_ended = False
         # On resume, pick up the streak and the healthy checkpoints from the checkpoint the run restarts from.
         if state.global_step == 0:
             return
@@ -221,6 +229,13 @@ class AmplitudeMonitorCallback(TrainerCallback):
         logger.info(f"Amplitude monitor: resumed from {path} (CRITICAL streak {self.critical_streak})")
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        """Measures the voice; each trained step counts once towards the CRITICAL streak.
+
+        An evaluation of a step already measured (the final evaluation after training, of the last step's or the
+        best checkpoint's weights) reports its figures but leaves the history and the streak alone. Evaluations at
+        the last step or after training never raise: the run is over, and its results must be written; a CRITICAL
+        status is logged at CRITICAL level instead.
+        """
         if model is None:
             raise ValueError("AmplitudeMonitorCallback needs the model passed to on_evaluate (a VitsForTraining)")
         result = self.measure(model.vits) if state.is_world_process_zero else None
@@ -235,9 +250,12 @@ class AmplitudeMonitorCallback(TrainerCallback):
             "reference_rms": self.reference_rms,
             "sentences": result["sentences"],
         }
+        already_counted = bool(self.history) and self.history[-1]["step"] == state.global_step
+        run_over = self.training_ended or (state.max_steps > 0 and state.global_step >= state.max_steps)
         self.last_result = entry
-        self.history.append({k: v for k, v in entry.items() if k != "sentences"})
-        self.critical_streak = self.critical_streak + 1 if entry["status"] == "CRITICAL" else 0
+        if not already_counted:
+            self.history.append({k: v for k, v in entry.items() if k != "sentences"})
+            self.critical_streak = self.critical_streak + 1 if entry["status"] == "CRITICAL" else 0
 
         figures = {
             "eval_amplitude_rms": entry["rms"],
@@ -254,40 +272,70 @@ class AmplitudeMonitorCallback(TrainerCallback):
             f"Amplitude monitor at step {state.global_step}: {entry['status']} - synthesized RMS {entry['rms']:.4f} "
             f"({ratio:.0%} of the eval recordings' {self.reference_rms:.4f}), peak {entry['peak']:.3f}"
         )
-        if entry["status"] == "CRITICAL":
+        if already_counted:
+            line += " (final evaluation: this step is already counted)"
+        elif entry["status"] == "CRITICAL":
             line += f"; CRITICAL {self.critical_streak} time(s) in a row"
-            if self.patience:
+            if self.patience and not run_over:
                 line += f", the run stops at {self.patience}"
         if state.is_world_process_zero:
             (logger.info if entry["status"] == "OK" else logger.warning)(line)
 
-        if self.patience and self.critical_streak >= self.patience:
+        if entry["status"] == "CRITICAL" and run_over:
+            # once per step and status: the final evaluation of a step already logged CRITICAL does not repeat it
+            repeated = already_counted and self.history[-1]["status"] == "CRITICAL"
+            if state.is_world_process_zero and not repeated:
+                logger.critical(self._critical_at_end_message(entry))
+        elif self.patience and self.critical_streak >= self.patience and not already_counted:
             control.should_training_stop = True
             raise AmplitudeCollapseError(self._collapse_message())
         return control
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training_ended = True
+        return control
+
+    def save_to_checkpoint(self, folder: str, checkpoint: str, args, state) -> None:
+        """Writes `amplitude_status.json` into `folder`, the checkpoint being written that becomes `checkpoint`.
+
+        Called by `VitsTrainer` before it renames the folder into place, so that the status is part of the
+        complete checkpoint; `on_save` does the same for other trainers, after their save.
+        """
+        self._record_checkpoint(checkpoint, state.global_step)
+        if args.should_save:
+            self._write_status(folder)
+
     def on_save(self, args, state, control, **kwargs):
+        if self._saved_step == state.global_step:
+            return control  # written into the checkpoint before it was renamed into place
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self._record_checkpoint(checkpoint, state.global_step)
+        if args.should_save and os.path.isdir(checkpoint):
+            self._write_status(checkpoint)
+        return control
+
+    def _record_checkpoint(self, checkpoint: str, step: int) -> None:
         status = self.last_result["status"] if self.last_result else None
         if status in HEALTHY_STATUSES:
-            self.healthy_checkpoints.append({"checkpoint": checkpoint, "step": state.global_step, "status": status})
-        if args.should_save and os.path.isdir(checkpoint):
-            payload = {
-                # None: no evaluation ran before this checkpoint, so its health is unknown
-                "status": status,
-                "evaluated_at_step": self.last_result["step"] if self.last_result else None,
-                "reference_rms": self.reference_rms,
-                "warning_ratio": self.warning_ratio,
-                "critical_ratio": self.critical_ratio,
-                "patience": self.patience,
-                "critical_streak": self.critical_streak,
-                "last_evaluation": self.last_result,
-                "history": self.history,
-                "healthy_checkpoints": self.healthy_checkpoints,
-            }
-            with open(os.path.join(checkpoint, AMPLITUDE_STATUS_FILE), "w", encoding="utf-8") as f:
-                json.dump(payload, f, indent=2, ensure_ascii=False)
-        return control
+            self.healthy_checkpoints.append({"checkpoint": checkpoint, "step": step, "status": status})
+        self._saved_step = step
+
+    def _write_status(self, folder: str) -> None:
+        payload = {
+            # None: no evaluation ran before this checkpoint, so its health is unknown
+            "status": self.last_result["status"] if self.last_result else None,
+            "evaluated_at_step": self.last_result["step"] if self.last_result else None,
+            "reference_rms": self.reference_rms,
+            "warning_ratio": self.warning_ratio,
+            "critical_ratio": self.critical_ratio,
+            "patience": self.patience,
+            "critical_streak": self.critical_streak,
+            "last_evaluation": self.last_result,
+            "history": self.history,
+            "healthy_checkpoints": self.healthy_checkpoints,
+        }
+        with open(os.path.join(folder, AMPLITUDE_STATUS_FILE), "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, ensure_ascii=False)
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
@@ -306,6 +354,21 @@ class AmplitudeMonitorCallback(TrainerCallback):
             if os.path.isdir(record["checkpoint"]):
                 return record
         return None
+
+    def _critical_at_end_message(self, entry: dict) -> str:
+        healthy = self.last_healthy_checkpoint()
+        where = (
+            f"The last healthy checkpoint is {healthy['checkpoint']} (status {healthy['status']} at step "
+            f"{healthy['step']})."
+            if healthy is not None
+            else "No checkpoint with a healthy status (OK or WARNING) is on disk."
+        )
+        return (
+            f"The trained model's synthesized speech is CRITICAL at the end of the run (step {entry['step']}): RMS "
+            f"{entry['rms']:.4f}, {entry['ratio']:.0%} of the eval recordings' {self.reference_rms:.4f}, "
+            f"CRITICAL {self.critical_streak} evaluation(s) in a row. The model is saved and its results written, "
+            f"but listen before using it: it may be fading to silence (or clipping). {where}"
+        )
 
     def _collapse_message(self) -> str:
         critical = self.history[-self.critical_streak :]

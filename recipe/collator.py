@@ -22,6 +22,8 @@ class VitsDataCollator:
         - `log_mel` (`(batch, num_mel_bins, max_frames)`, float32), padded with log(1e-5) (silence);
           `mel_lengths` (`(batch,)`) frames, equal to `waveform_lengths // hop`.
         - `speaker_id` (`(batch,)`, long).
+        - `paths` (`list[str]`), when the features have a `path` column: the clips of the batch, for the trainer to
+          name in its reports (a non-finite loss); not a model input.
     """
 
     spectrogram_config: SpectrogramConfig
@@ -45,7 +47,7 @@ class VitsDataCollator:
             waveform[i, : frames * hop] = torch.as_tensor(feature["waveform"], dtype=torch.float32)[: frames * hop]
             # cached as (frames, num_mel_bins): Arrow's Array2D allows a variable first dimension only
             log_mel[i, :, :frames] = torch.as_tensor(feature["log_mel"], dtype=torch.float32)[:frames].T
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "waveform": waveform,
@@ -54,3 +56,6 @@ class VitsDataCollator:
             "mel_lengths": torch.tensor(frame_lengths, dtype=torch.long),
             "speaker_id": torch.tensor([int(f.get("speaker_id", 0) or 0) for f in features], dtype=torch.long),
         }
+        if all("path" in f for f in features):
+            batch["paths"] = [str(f["path"]) for f in features]
+        return batch

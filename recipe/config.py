@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from transformers import TrainingArguments
@@ -50,6 +51,14 @@ class ModelArguments:
     freeze_posterior_encoder: bool = field(default=False, metadata={"help": "Keep the posterior encoder fixed."})
     freeze_flow: bool = field(default=False, metadata={"help": "Keep the flow fixed."})
     freeze_decoder: bool = field(default=False, metadata={"help": "Keep the HiFi-GAN decoder fixed."})
+    warmup_untrained_parts: bool = field(
+        default=False,
+        metadata={
+            "help": "Train only the parts an imported voice lacks (the `untrained_prefixes` of the model folder's "
+            "import_report.json: posterior encoder, the duration predictor's posterior flows): everything inference "
+            "uses stays frozen. The first stage after `python -m recipe.piper import`."
+        },
+    )
     hub_include_discriminator: bool = field(
         default=False,
         metadata={"help": "With --push_to_hub: upload the discriminator too, so that others can go on fine-tuning."},
@@ -57,8 +66,10 @@ class ModelArguments:
     extend_vocabulary: bool = field(
         default=False,
         metadata={
-            "help": "Add the letters, marks and digits the data uses and the tokenizer lacks (listed in the data "
-            "report as not_in_vocabulary) to the tokenizer and the text encoder's embedding, before tokenizing."
+            "help": "Add the letters and marks the data uses and the tokenizer lacks (listed in the data report as "
+            "not_in_vocabulary) to the tokenizer and the text encoder's embedding, before tokenizing. Digits, "
+            "punctuation and symbols are never added (vocabulary_report.json lists them under 'skipped', with why): "
+            "write numbers out in words."
         },
     )
     init_new_tokens_from: str | None = field(
@@ -126,7 +137,55 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval clips."})
     max_bad_fraction: float = field(
         default=0.05,
-        metadata={"help": "Stop when more than this share of a split's clips is missing or undecodable."},
+        metadata={
+            "help": "Stop when more than this share of a split's clips is broken: missing, undecodable, truncated, "
+            "holding NaN / inf samples, or outside the dataset folder."
+        },
+    )
+    truncation_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "Drop a clip as 'truncated' (a broken file) when it decodes to less than (1 - this) of the length "
+            "its header declares, as a cut download does. 1 turns the check off."
+        },
+    )
+    silence_threshold_db: float = field(
+        default=-50.0,
+        metadata={
+            "help": "Drop a clip as 'silent' when no 50 ms frame of it is louder than this RMS level, in dBFS "
+            "(the bundled demo clips' loudest frames: -16.5 to -10.4 dBFS)."
+        },
+    )
+    max_clipped_fraction: float = field(
+        default=0.01,
+        metadata={
+            "help": "Drop a clip as 'clipped' when more than this share of its samples is at full scale. 1 turns "
+            "the check off; the data report lists the most clipped clips either way."
+        },
+    )
+    keep_clips_with_dropped_characters: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on clips whose text has letters or digits the tokenizer's vocabulary lacks, with those "
+            "characters deleted (while the recording says them). By default such clips are dropped as "
+            "'text_not_in_vocabulary'."
+        },
+    )
+    max_text_not_in_vocabulary_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Stop before featurizing when more than this share of a split's clips would be dropped as "
+            "'text_not_in_vocabulary', naming the characters (add letters with --extend_vocabulary, write numbers "
+            "out in words)."
+        },
+    )
+    allow_audio_outside_dataset: bool = field(
+        default=False,
+        metadata={
+            "help": "Read audio paths that lead outside the dataset folder (absolute paths elsewhere), for a saved "
+            "dataset or a parquet file. Refused for Common Voice, LJSpeech and audiofolder layouts, whose clips "
+            "live in the folder."
+        },
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     preprocessing_only: bool = field(default=False, metadata={"help": "Build the feature cache, then exit."})
@@ -157,8 +216,18 @@ class DataArguments:
             )
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be between 0 and 1 (exclusive), not {self.eval_fraction}")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(f"--max_bad_fraction must be between 0 and 1, not {self.max_bad_fraction}")
+        for name in (
+            "max_bad_fraction",
+            "truncation_tolerance",
+            "max_clipped_fraction",
+            "max_text_not_in_vocabulary_fraction",
+        ):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} must be between 0 and 1, not {getattr(self, name)}")
+        if not self.silence_threshold_db <= 0:
+            raise ValueError(
+                f"--silence_threshold_db is a level in dBFS, at most 0 (full scale), not {self.silence_threshold_db}"
+            )
         if not 0 <= self.min_duration_in_seconds < self.max_duration_in_seconds:
             raise ValueError(
                 "Need 0 <= --min_duration_in_seconds < --max_duration_in_seconds, got "
@@ -352,3 +421,16 @@ class VitsTrainingArguments(TrainingArguments):
                     f"--target_hours plans max_steps while training, so {listed} (a fraction of max_steps) cannot "
                     "be resolved: give a whole number of steps"
                 )
+
+    @cached_property
+    def _setup_devices(self) -> torch.device:
+        """`TrainingArguments._setup_devices`, then `--ddp_timeout` given to a CPU (gloo) process group too.
+
+        Overridden because transformers passes `ddp_timeout` to the process group it creates on GPUs but not with
+        `use_cpu`: gloo then waited its default 30 minutes for a process that hangs (measured: a stopped rank left
+        the other waiting past a --ddp_timeout of 20 s).
+        """
+        device = TrainingArguments._setup_devices.func(self)
+        if self.use_cpu and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.distributed_c10d._set_pg_timeout(self.ddp_timeout_delta)
+        return device

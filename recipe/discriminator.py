@@ -197,7 +197,7 @@ class VitsDiscriminator(nn.Module):
                 module.weight = weight.to(module.bias.dtype)
 
 
-def _plain_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert any weight-norm naming to plain `weight`: `weight_g` / `weight_v` or `parametrizations...original0/1`."""
     plain, pending = {}, {}
     for key, tensor in state.items():
@@ -309,7 +309,7 @@ def _load_from_folder(folder: str, spec: str) -> VitsDiscriminator:
                 f"{spec}: the checkpoint holds no 'discriminator.*' weights (is it a '*-train' checkpoint?)"
             )
     discriminator = VitsDiscriminator(architecture)
-    discriminator.load_plain_state_dict(_plain_weights(state), source=spec)
+    discriminator.load_plain_state_dict(fold_weight_norm(state), source=spec)
     return discriminator
 
 

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -328,13 +330,45 @@ def _require_jiwer():
     return jiwer
 
 
+def is_ctranslate2_whisper(path: str) -> bool:
+    """A CTranslate2 Whisper folder (as faster-whisper runs it): `model.bin`, `config.json` and a tokenizer file."""
+    return os.path.isdir(path) and all(
+        os.path.isfile(os.path.join(path, name)) for name in ("model.bin", "config.json", "tokenizer.json")
+    )
+
+
+@dataclass
+class FasterWhisperAsr:
+    """A CTranslate2 Whisper model run by faster-whisper, with the call `transcribe` makes of a pipeline."""
+
+    model: object
+    sampling_rate: int = 16000
+
+    def __call__(self, samples: np.ndarray) -> str:
+        # beam search and no previous-text conditioning: each clip is scored alone, the same way every time
+        segments, _ = self.model.transcribe(samples, beam_size=5, condition_on_previous_text=False)
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+
 def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
-    """A `transformers` "automatic-speech-recognition" pipeline (Whisper, MMS / wav2vec2 CTC, ...).
+    """A speech recognizer for CER / WER: a `transformers` "automatic-speech-recognition" pipeline (Whisper, MMS /
+    wav2vec2 CTC, ...), or, for a CTranslate2 Whisper folder (`model.bin` + `config.json` + `tokenizer.json`), that
+    model run by faster-whisper.
 
     Raises:
         `AsrUnavailableError` naming the model when it cannot be found or loaded, or the missing package.
     """
     _require_jiwer()
+    if is_ctranslate2_whisper(model_name_or_path):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as error:
+            raise AsrUnavailableError(
+                f"--asr_model {model_name_or_path!r} is a CTranslate2 Whisper folder, which needs faster-whisper: "
+                'pip install -e ".[real-voice]"'
+            ) from error
+        device_type = torch.device(device).type
+        return FasterWhisperAsr(WhisperModel(model_name_or_path, device=device_type, compute_type="float32"))
     from transformers import pipeline
 
     try:
@@ -346,14 +380,16 @@ def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
     except (OSError, ValueError, KeyError) as error:
         raise AsrUnavailableError(
             f"Could not load the speech-recognition model --asr_model {model_name_or_path!r} (a local folder with "
-            f"a model and its processor, or a Hub id reachable from here): {error}"
+            f"a model and its processor, a CTranslate2 Whisper folder, or a Hub id reachable from here): {error}"
         ) from error
 
 
 def transcribe(asr, waveform: np.ndarray, sampling_rate: int) -> str:
-    """Transcribe one clip, resampled to the rate of the pipeline's feature extractor."""
+    """Transcribe one clip, resampled to the rate the recognizer reads."""
     from .audio import resample
 
+    if isinstance(asr, FasterWhisperAsr):
+        return asr(resample(_as_mono_float(waveform).astype(np.float32), sampling_rate, asr.sampling_rate))
     target_rate = asr.feature_extractor.sampling_rate
     samples = resample(_as_mono_float(waveform).astype(np.float32), sampling_rate, target_rate)
     return asr({"raw": samples, "sampling_rate": target_rate})["text"]

@@ -12,7 +12,9 @@ saved folder is a plain `VitsModel`; freezing of submodules.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -219,8 +221,9 @@ def decoder_weight_norm_layers(vits: VitsModel) -> list[nn.Module]:
     """The decoder layers VITS trains with weight norm: the upsamplers and every residual-block convolution."""
     layers = list(vits.decoder.upsampler)
     for block in vits.decoder.resblocks:
-        layers.extend(block.convs1)
-        layers.extend(block.convs2)
+        # type 1 (MMS, Piper high) has two conv lists per block, type 2 (Piper medium / low) one
+        for name in ("convs1", "convs2", "convs"):
+            layers.extend(getattr(block, name, []))
     return layers
 
 
@@ -254,6 +257,22 @@ def disable_layer_drop(vits: VitsModel) -> None:
     vits.text_encoder.encoder.layerdrop = 0.0
 
 
+def untrained_prefixes(model_folder: str | None) -> tuple[str, ...]:
+    """The parameter-name prefixes an imported voice lacks, from its folder's `import_report.json`."""
+    from .piper_import import IMPORT_REPORT_NAME
+
+    path = os.path.join(model_folder or "", IMPORT_REPORT_NAME)
+    if model_folder is None or not os.path.isfile(path):
+        raise ValueError(
+            f"--warmup_untrained_parts needs a model folder made by `python -m recipe.piper import` ({path} not found)"
+        )
+    with open(path, encoding="utf-8") as handle:
+        prefixes = tuple(json.load(handle).get("untrained_prefixes", ()))
+    if not prefixes:
+        raise ValueError(f"{path}: the imported voice has no untrained parts to warm up")
+    return prefixes
+
+
 def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
     """Put weight norm on the decoder, turn layer drop off, freeze the submodules `model_args` names, and switch to
     train mode.
@@ -271,6 +290,12 @@ def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
         if model_args is not None and getattr(model_args, flag, False):
             for parameter in getattr(vits, submodule).parameters():
                 parameter.requires_grad_(False)
+    if model_args is not None and getattr(model_args, "warmup_untrained_parts", False):
+        prefixes = untrained_prefixes(model_args.model_name_or_path)
+        for name, parameter in vits.named_parameters():
+            if not name.startswith(prefixes):
+                parameter.requires_grad_(False)
+        logger.info(f"--warmup_untrained_parts: training only {', '.join(prefixes)}; the rest is frozen")
     if not any(parameter.requires_grad for parameter in vits.parameters()):
         raise ValueError("Every submodule is frozen: nothing left to train")
     return vits.train()
@@ -296,7 +321,7 @@ def save_for_inference(vits: VitsModel, folder: str, **save_pretrained_kwargs) -
     """
     # A fresh model rather than copy.deepcopy: a deep copy shares the parametrized class of each layer with the
     # original, and removing the parametrization from the copy deletes the original's `weight` property too.
-    inference_model = VitsModel(vits.config)
+    inference_model = type(vits)(vits.config)
     inference_model.load_state_dict(inference_state_dict(vits), strict=True)
     inference_model.to(dtype=next(vits.parameters()).dtype).eval()
     inference_model.save_pretrained(folder, **save_pretrained_kwargs)

@@ -10,18 +10,23 @@ Three layouts, picked by `--dataset_format` or detected from what `--dataset_nam
 - `ljspeech`: `metadata.csv` (`id|text` or `id|text|normalized_text`, no header) and `wavs/<id>.wav`.
 
 Nothing is decoded here; the rows only name their audio. Rows of the two folder layouts carry the path written in
-the metadata, resolved against the folder by `resolve_audio_path`, which refuses paths that leave it.
+the metadata, resolved against the folder by `resolve_audio_path`, which refuses paths that leave it (a saved dataset
+or parquet file may name audio elsewhere with `--allow_audio_outside_dataset`). Metadata files are read as UTF-8
+(a byte-order mark is dropped); another encoding stops with the file and line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass
 
 import datasets
+import pyarrow.compute as pc
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ class Source:
         default_eval_split (`str`, *optional*): the source's own dev / validation split, if it has one.
         fingerprint (`str`): changes whenever the source's content changes; part of the feature cache key.
         format (`str`, *optional*, defaults to `"hub"`): the layout it was read as (`hub`, `common_voice`, `ljspeech`).
+        allow_outside (`bool`, *optional*, defaults to `False`): audio paths may lead outside `root`
+            (`--allow_audio_outside_dataset`; only ever set for a saved dataset or a parquet file).
     """
 
     splits: dict[str, datasets.Dataset]
@@ -63,6 +70,7 @@ class Source:
     audio_suffix: str = ""
     default_eval_split: str | None = None
     format: str = "hub"
+    allow_outside: bool = False
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self.splits:
@@ -79,10 +87,37 @@ def detect_format(dataset_name: str) -> str:
         return "common_voice"
     if "metadata.csv" in names and "wavs" in names:
         # An audiofolder also has a metadata.csv, but comma-separated with a file_name header, and no wavs/ folder.
-        with open(os.path.join(dataset_name, "metadata.csv"), encoding="utf-8") as handle:
-            if "|" in handle.readline():
+        # Bytes: the encoding is checked, with the line it fails on, when the file is read (`read_metadata_text`).
+        with open(os.path.join(dataset_name, "metadata.csv"), "rb") as handle:
+            if b"|" in handle.readline():
                 return "ljspeech"
     return "hub"
+
+
+def read_metadata_text(path: str) -> str:
+    """The text of a metadata file (`metadata.csv`, a Common Voice TSV): UTF-8, without a leading byte-order mark.
+
+    Raises:
+        `DataError` naming the file and the line of the first byte that is not UTF-8.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    # a leading BOM, which an editor may save, would otherwise stick to the first clip id or the first column name
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_number = data.count(b"\n", 0, error.start) + 1
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        line_end = data.find(b"\n", error.start)
+        line = data[line_start : line_end if line_end >= 0 else len(data)].decode("utf-8", errors="replace")
+        utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        encoding, iconv = ("UTF-16", "UTF-16") if utf16 else ("e.g. Latin-1 or Windows-1252", "LATIN1")
+        raise DataError(
+            f"{path}:{line_number}: byte {data[error.start]:#04x} is not UTF-8 ({line.strip()!r}); the file seems to "
+            f"be in another encoding ({encoding}): save it as UTF-8, e.g. `iconv -f {iconv} -t UTF-8`"
+        ) from error
 
 
 def load_source(
@@ -95,12 +130,15 @@ def load_source(
     cache_dir: str | None = None,
     *,
     token: str | None = None,
+    allow_audio_outside_dataset: bool = False,
 ) -> Source:
     """Open `dataset_name` in the given (or detected) layout. Raises `DataError` for a wrong path or column.
 
     `token` (a Hub token, `--token`) is passed to `datasets.load_dataset` for private Hub datasets. A
     `dataset_config_name` is refused (`DataError`) for a layout that has no configurations: a Common Voice or
-    LJSpeech folder, an audiofolder, a saved dataset or a parquet file.
+    LJSpeech folder, an audiofolder, a saved dataset or a parquet file. `allow_audio_outside_dataset` lets audio
+    paths of a saved dataset or a parquet file lead out of its folder; it is refused (`DataError`) for the folder
+    layouts (Common Voice, LJSpeech, audiofolder), whose metadata names clips inside the folder.
     """
     if not dataset_name:
         raise DataError("--dataset_name is required")
@@ -111,6 +149,7 @@ def load_source(
         logger.info("Detected dataset format %r for %s", dataset_format, dataset_name)
     if dataset_format in ("common_voice", "ljspeech"):
         _refuse_config_name(dataset_config_name, dataset_name, f"a {dataset_format} folder")
+        _refuse_outside_audio(allow_audio_outside_dataset, dataset_name, f"a {dataset_format} folder")
     if dataset_format == "common_voice":
         return load_common_voice(dataset_name, speaker_id_column_name or "client_id")
     if dataset_format == "ljspeech":
@@ -123,6 +162,7 @@ def load_source(
         speaker_id_column_name,
         cache_dir,
         token=token,
+        allow_outside=allow_audio_outside_dataset,
     )
 
 
@@ -138,6 +178,7 @@ def load_source_from_args(data_args, *, token: str | None = None) -> Source:
         data_args.speaker_id_column_name,
         data_args.cache_dir,
         token=token,
+        allow_audio_outside_dataset=data_args.allow_audio_outside_dataset,
     )
 
 
@@ -147,6 +188,16 @@ def _refuse_config_name(config_name: str | None, dataset_name: str, layout: str)
         raise DataError(
             f"--dataset_config_name {config_name!r} has no meaning for {dataset_name}, {layout} (only a Hub dataset "
             "or a dataset script has configurations): leave it out"
+        )
+
+
+def _refuse_outside_audio(allow: bool, dataset_name: str, layout: str) -> None:
+    """`--allow_audio_outside_dataset` has no use where the metadata names clips in the folder: stop instead."""
+    if allow:
+        raise DataError(
+            f"--allow_audio_outside_dataset is for a saved dataset or a parquet file whose audio column holds paths "
+            f"elsewhere; {dataset_name} is {layout}, whose clips must be inside it: leave the flag out (and move or "
+            "link the clips into the folder)"
         )
 
 
@@ -182,14 +233,15 @@ def load_common_voice(folder: str, speaker_column: str = "client_id") -> Source:
         raise DataError(f"{folder} holds no Common Voice TSV ({', '.join(s + '.tsv' for s in COMMON_VOICE_SPLITS)})")
     splits = {}
     for split, path in tsv_files.items():
-        with open(path, encoding="utf-8", newline="") as handle:
-            # Common Voice TSVs are not quoted: a sentence may hold a lone double quote.
-            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            columns = reader.fieldnames or []
-            missing = [name for name in ("path", "sentence", speaker_column) if name not in columns]
-            if missing:
-                raise DataError(f"{path}: no column {missing}; its columns are {columns}")
-            rows = list(reader)
+        # Common Voice TSVs are not quoted: a sentence may hold a lone double quote.
+        reader = csv.DictReader(
+            io.StringIO(read_metadata_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE
+        )
+        columns = reader.fieldnames or []
+        missing = [name for name in ("path", "sentence", speaker_column) if name not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {missing}; its columns are {columns}")
+        rows = list(reader)
         splits[split] = datasets.Dataset.from_dict(
             {
                 "path": [row["path"] or "" for row in rows],
@@ -227,18 +279,15 @@ def load_ljspeech(folder: str) -> Source:
     _require_folder(folder, "LJSpeech-style", ["metadata.csv", "wavs"])
     metadata = os.path.join(folder, "metadata.csv")
     ids, texts = [], []
-    with open(metadata, encoding="utf-8", newline="") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("|")
-            if len(fields) not in (2, 3) or not fields[0]:
-                raise DataError(
-                    f"{metadata}:{line_number}: expected 'id|text' or 'id|text|normalized_text', got {line!r}"
-                )
-            ids.append(fields[0])
-            texts.append(fields[2] if len(fields) == 3 and fields[2] else fields[1])
+    for line_number, line in enumerate(io.StringIO(read_metadata_text(metadata), newline=""), start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) not in (2, 3) or not fields[0]:
+            raise DataError(f"{metadata}:{line_number}: expected 'id|text' or 'id|text|normalized_text', got {line!r}")
+        ids.append(fields[0])
+        texts.append(fields[2] if len(fields) == 3 and fields[2] else fields[1])
     if not ids:
         raise DataError(f"{metadata} lists no clips")
     wavs = os.path.join(folder, "wavs")
@@ -332,22 +381,43 @@ def _load_audiofolder(metadata_files: dict[str, str], folder: str, cache_dir: st
     return datasets.DatasetDict(splits)
 
 
-def _listed_files_fingerprint(
-    metadata_files: list[str], splits: dict[str, datasets.Dataset], audio_column: str, root: str
+def audio_path_entries(split: datasets.Dataset, audio_column: str) -> list[str]:
+    """The entries of `split`'s audio column that name a file: every entry of a path-string column, and the `path` of
+    each `{"bytes", "path"}` entry without bytes (as `Dataset.to_parquet` writes an Audio column of local files)."""
+    feature = split.features[audio_column]
+    if isinstance(feature, datasets.Value):
+        return [str(entry or "") for entry in split[audio_column]]
+    if isinstance(feature, datasets.Audio):
+        # read through Arrow: a Python list of the column would copy every clip's bytes
+        column = split.with_format("arrow")[audio_column]
+        without_bytes = pc.is_null(pc.struct_field(column, "bytes"))
+        return [str(path or "") for path in pc.filter(pc.struct_field(column, "path"), without_bytes).to_pylist()]
+    return []
+
+
+def _files_fingerprint(
+    metadata_files: list[str],
+    splits: dict[str, datasets.Dataset],
+    audio_column: str,
+    root: str,
+    allow_outside: bool = False,
+    base: str = "",
 ) -> str:
-    """Hash of the metadata files' bytes and of the size and mtime of every audio file they list (in any
-    sub-folder), so that an edited, replaced or deleted clip means new features."""
-    digest = hashlib.sha256()
+    """Hash of `base`, of the metadata files' bytes and of the size and mtime of every audio file the splits name (in
+    any sub-folder, or anywhere with `allow_outside`), so that an edited, replaced or deleted clip means new
+    features."""
+    digest = hashlib.sha256(base.encode())
     for path in metadata_files:
         digest.update(os.path.abspath(path).encode())
         with open(path, "rb") as handle:
             digest.update(hashlib.sha256(handle.read()).digest())
     for name, split in sorted(splits.items()):
-        if not isinstance(split.features[audio_column], datasets.Value):
-            continue  # not file names: nothing beyond the metadata bytes above to hash
+        entries = audio_path_entries(split, audio_column)
+        if not entries:
+            continue  # clips held as bytes: they are part of the dataset's own fingerprint
         digest.update(f"split {name}\n".encode())
-        for entry in split[audio_column]:
-            path = resolve_audio_path(str(entry or ""), root, root)
+        for entry in entries:
+            path = resolve_audio_path(entry, root, root, allow_outside=allow_outside)
             if path is None:
                 state = "outside the dataset"
             else:
@@ -369,12 +439,18 @@ def load_hub(
     cache_dir: str | None,
     *,
     token: str | None = None,
+    allow_outside: bool = False,
 ) -> Source:
-    """A dataset `datasets` can open, with its audio column cast to `Audio(decode=False)` when it is an Audio one."""
+    """A dataset `datasets` can open, with its audio column cast to `Audio(decode=False)` when it is an Audio one.
+
+    `allow_outside` (`--allow_audio_outside_dataset`) lets audio paths lead out of a local dataset's folder; it is
+    refused for an audiofolder.
+    """
     metadata_files = _audiofolder_metadata(dataset_name)
     try:
         if metadata_files:
             _refuse_config_name(config_name, dataset_name, "an audiofolder")
+            _refuse_outside_audio(allow_outside, dataset_name, "an audiofolder")
             loaded = _load_audiofolder(metadata_files, dataset_name, cache_dir)
         else:
             loaded = _open_hub_dataset(dataset_name, config_name, cache_dir, token)
@@ -396,12 +472,21 @@ def load_hub(
         splits[name] = split
     default_eval = next((name for name in EVAL_SPLIT_CANDIDATES if name in splits), None)
     root = _local_root(dataset_name)
+    if allow_outside and root is None:
+        logger.warning(
+            "--allow_audio_outside_dataset has no effect for %s: it is not a local folder or file, so its audio paths "
+            "are read as they are, with or without the flag",
+            dataset_name,
+        )
     if metadata_files:  # the clips are the files the metadata lists: their sizes and mtimes are part of the content
-        fingerprint = _listed_files_fingerprint(sorted(metadata_files.values()), splits, audio_column, root)
+        fingerprint = _files_fingerprint(sorted(metadata_files.values()), splits, audio_column, root)
     else:
-        fingerprint = hashlib.sha256(
-            "\n".join(f"{name}:{split._fingerprint}" for name, split in sorted(splits.items())).encode()
-        ).hexdigest()
+        fingerprint = "\n".join(f"{name}:{split._fingerprint}" for name, split in sorted(splits.items()))
+        if root is not None:
+            # a local dataset may name its clips by path: then the files are part of its content as well
+            fingerprint = _files_fingerprint([], splits, audio_column, root, allow_outside, base=fingerprint)
+        else:
+            fingerprint = hashlib.sha256(fingerprint.encode()).hexdigest()
     return Source(
         splits=splits,
         audio_column=audio_column,
@@ -412,19 +497,23 @@ def load_hub(
         fingerprint=fingerprint,
         default_eval_split=default_eval,
         format="hub",
+        allow_outside=allow_outside and root is not None,
     )
 
 
-def resolve_audio_path(entry: str, source_root: str | None, audio_dir: str | None, suffix: str = "") -> str | None:
+def resolve_audio_path(
+    entry: str, source_root: str | None, audio_dir: str | None, suffix: str = "", *, allow_outside: bool = False
+) -> str | None:
     """The real path of a metadata audio entry, or `None` when it points outside the dataset folder.
 
     Relative entries are resolved against `audio_dir`; symlinks are followed before the check, so a link that
     leads out of the folder is refused as well. Without a `source_root` (Hub datasets) the entry is used as is.
+    With `allow_outside` (`--allow_audio_outside_dataset`) a path anywhere is returned.
     """
     path = entry + suffix
     if source_root is None:
         return path
     resolved = os.path.realpath(os.path.join(audio_dir or source_root, path))
-    if os.path.commonpath([resolved, source_root]) != source_root:
+    if not allow_outside and os.path.commonpath([resolved, source_root]) != source_root:
         return None
     return resolved

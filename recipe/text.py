@@ -11,8 +11,9 @@ ids that inference will produce, so this module calls the tokenizer itself and a
 
 `encode_text_with_dropped` names what the vocabulary loses, so that a tokenizer that drops a third of a language's
 letters is caught before training rather than heard after it. `character_kind` tells the two kinds of loss apart: a
-letter, mark or digit the vocabulary lacks (`not_in_vocabulary`: `--extend_vocabulary` can add it) and punctuation,
-symbols or spacing that MMS vocabularies leave out by design (`normalized_away`).
+letter, mark or digit the vocabulary lacks (`not_in_vocabulary`: the text no longer says what the recording says;
+`recipe.text_screening` drops such clips) and punctuation, symbols or spacing that MMS vocabularies leave out by
+design (`normalized_away`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def normalize_text(text: str, tokenizer) -> str:
         `str`: for a character vocabulary, the lowercased text with every character outside the vocabulary removed
         (phonemes when the tokenizer phonemizes).
     """
+    if hasattr(tokenizer, "encode_with_dropped"):  # a tokenizer of its own (Piper phonemes): it says what it reads
+        return tokenizer.encode_with_dropped(text)[0]
     plain = _without_uroman(tokenizer)
     normalized, _ = plain.prepare_for_tokenization(pre_vocabulary_text(text, tokenizer))
     return normalized
@@ -107,6 +110,10 @@ def encode_text_with_dropped(text: str, tokenizer) -> tuple[str, list[int], Coun
         the number of characters of the text they were counted in (after NFC, uroman and lowercasing), the
         denominator of a dropped fraction.
     """
+    if hasattr(tokenizer, "encode_with_dropped"):
+        # an imported Piper voice's tokenizer (`recipe.piper_tokenizer`): Piper's own phonemes and ids, with the
+        # phonemes its id map lacks as the dropped symbols
+        return tokenizer.encode_with_dropped(text)
     plain = _without_uroman(tokenizer)
     prepared = pre_vocabulary_text(text, tokenizer)
     if getattr(tokenizer, "phonemize", False):
@@ -138,6 +145,12 @@ def count_dropped_characters(texts, tokenizer) -> Counter:
     """
     if getattr(tokenizer, "phonemize", False):
         return Counter()
+    if hasattr(tokenizer, "encode_with_dropped"):
+        # phonemes come from espeak per text: there is no per-character shortcut
+        dropped = Counter()
+        for text in texts:
+            dropped.update(tokenizer.encode_with_dropped("" if text is None else str(text))[2])
+        return dropped
     counts = Counter()
     for text in texts:
         counts.update(pre_vocabulary_text("" if text is None else str(text), tokenizer))
@@ -156,8 +169,8 @@ def character_kind(char: str) -> str:
     """`"not_in_vocabulary"` for a letter, combining mark or digit; `"normalized_away"` for anything else.
 
     MMS character vocabularies hold letters, the space and a few marks such as the apostrophe; punctuation, symbols
-    and other spacing are stripped by the tokenizer on purpose (the model never hears them). A lost letter, accent or
-    digit is a gap in the vocabulary that `--extend_vocabulary` can fill.
+    and other spacing are stripped by the tokenizer on purpose (the model never hears them). A lost letter or accent
+    is a gap in the vocabulary that `--extend_vocabulary` can fill; a lost digit is a number to write out in words.
     """
     return "not_in_vocabulary" if unicodedata.category(char)[0] in {"L", "M", "N"} else "normalized_away"
 

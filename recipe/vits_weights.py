@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .discriminator import fold_weight_norm
+
 # (VITS pattern, transformers replacement), tried in order; the first match renames the whole key.
 _RULES: list[tuple[str, str]] = [
     (r"^enc_p\.emb\.weight$", "text_encoder.embed_tokens.weight"),
@@ -107,26 +109,6 @@ def transformers_key(key: str) -> str:
         for pattern, replacement in _DDS_RULES:
             renamed = re.sub(pattern, replacement, renamed)
     return renamed
-
-
-def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`weight_g` / `weight_v` pairs (and `parametrizations.weight.original0/1`) replaced by the plain `weight`."""
-    folded = {}
-    for key, value in state.items():
-        for magnitude_suffix, direction_suffix in (
-            (".weight_g", ".weight_v"),
-            (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
-        ):
-            if key.endswith(direction_suffix):
-                break
-            if key.endswith(magnitude_suffix):
-                prefix = key[: -len(magnitude_suffix)]
-                direction = state[prefix + direction_suffix]
-                folded[prefix + ".weight"] = torch._weight_norm(direction, value, 0)
-                break
-        else:
-            folded[key] = value
-    return folded
 
 
 def vits_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,10 @@
 """New letters for an MMS vocabulary: find them in the data, add them to the tokenizer and the text embedding.
 
+Only letters and combining marks are added. Digits are not: a digit is read as a word that depends on the number
+around it ("2" is "du", "20" is "bîst"), which one embedding row cannot learn; numbers are written out in the text
+instead. Punctuation, symbols and spacing are normalized away by design. `extend_vocabulary` lists what it skipped,
+and why, in its report.
+
     missing = scan_missing_characters(data_args, tokenizer)          # before the features are tokenized
     tokenizer, new_tokens = extend_tokenizer(tokenizer, missing)     # a reloaded VitsTokenizer with the new letters
     ...                                                              # prepare_datasets(..., tokenizer, ...)
@@ -35,8 +40,16 @@ from transformers import TrainerCallback, VitsTokenizer
 
 from .sources import load_source_from_args
 from .text import character_kind, count_dropped_characters
+from .text_screening import is_number
 
 logger = logging.getLogger(__name__)
+
+
+# Why `extend_vocabulary` leaves a dropped character out, by kind.
+SKIP_REASONS = {
+    "number": "a digit is said as a word that depends on the whole number: write numbers out in words in the text",
+    "normalized_away": "punctuation, a symbol or spacing: the tokenizer strips it by design, the model never hears it",
+}
 
 
 def missing_vocabulary_characters(texts, tokenizer) -> Counter:
@@ -47,6 +60,13 @@ def missing_vocabulary_characters(texts, tokenizer) -> Counter:
     """
     dropped = count_dropped_characters(texts, tokenizer)
     return Counter({char: count for char, count in dropped.items() if character_kind(char) == "not_in_vocabulary"})
+
+
+def _skip_reason(char: str) -> str | None:
+    """Why `char` is not added to the vocabulary (a key of `SKIP_REASONS`), or `None` for a letter or mark."""
+    if character_kind(char) == "normalized_away":
+        return "normalized_away"
+    return "number" if is_number(char) else None
 
 
 def _source_texts(data_args, token: str | None = None) -> list[str]:
@@ -72,6 +92,15 @@ def _source_texts(data_args, token: str | None = None) -> list[str]:
     return texts
 
 
+def scan_dropped_characters(data_args, tokenizer, token: str | None = None) -> Counter:
+    """Every character the tokenizer drops from the raw texts of `data_args.dataset_name` (letters, digits and
+    punctuation, `recipe.text.count_dropped_characters`), with its count, without decoding any audio.
+
+    The training split and the eval split are scanned (one speaker's texts with `--speaker_id ID`).
+    """
+    return count_dropped_characters(_source_texts(data_args, token=token), tokenizer)
+
+
 def scan_missing_characters(data_args, tokenizer, min_count: int = 1, token: str | None = None) -> Counter:
     """`missing_vocabulary_characters` over the raw texts of `data_args.dataset_name`, without decoding any audio.
 
@@ -85,8 +114,14 @@ def scan_missing_characters(data_args, tokenizer, min_count: int = 1, token: str
     Returns:
         `Counter`: character -> occurrences.
     """
-    missing = missing_vocabulary_characters(_source_texts(data_args, token=token), tokenizer)
-    return Counter({char: count for char, count in missing.items() if count >= min_count})
+    dropped = scan_dropped_characters(data_args, tokenizer, token=token)
+    return Counter(
+        {
+            char: count
+            for char, count in dropped.items()
+            if character_kind(char) == "not_in_vocabulary" and count >= min_count
+        }
+    )
 
 
 def extend_tokenizer(tokenizer: VitsTokenizer, characters) -> tuple[VitsTokenizer, list[str]]:
@@ -262,32 +297,53 @@ class RestoreFrozenRowsCallback(TrainerCallback):
 def extend_vocabulary(
     data_args, tokenizer: VitsTokenizer, min_count: int = 1, token: str | None = None
 ) -> tuple[VitsTokenizer, dict]:
-    """Scan the data, add its missing letters to the tokenizer; returns it and a report entry.
+    """Scan the data, add the letters and marks it uses and the tokenizer lacks; returns the tokenizer and a report.
+
+    Digits, punctuation, symbols and spacing the tokenizer drops are never added: each is listed under `skipped`
+    with the reason (`SKIP_REASONS`), and logged.
+
+    Args:
+        data_args (`DataArguments`): the data to scan (`scan_dropped_characters`).
+        tokenizer (`VitsTokenizer`): left unchanged.
+        min_count (`int`, *optional*, defaults to 1): letters seen fewer times are not added.
+        token (`str`, *optional*): Hub token, for a private dataset.
 
     Returns:
-        `tuple(VitsTokenizer, dict)`: the extended tokenizer (or `tokenizer` itself when nothing is missing) and
-        `{"added": [{"character", "name", "count", "id"}], "vocab_size_before", "vocab_size_after"}`.
+        `tuple(VitsTokenizer, dict)`: the extended tokenizer (or `tokenizer` itself when no letter is missing) and
+        `{"added": [{"character", "name", "count", "id"}], "skipped": [{"character", "name", "count", "reason"}],
+        "vocab_size_before", "vocab_size_after"}`.
     """
-    missing = scan_missing_characters(data_args, tokenizer, min_count=min_count, token=token)
+    dropped = scan_dropped_characters(data_args, tokenizer, token=token)
+    letters = Counter(
+        {char: count for char, count in dropped.items() if _skip_reason(char) is None and count >= min_count}
+    )
+    skipped = [
+        {"character": char, "name": _name(char), "count": count, "reason": SKIP_REASONS[_skip_reason(char)]}
+        for char, count in dropped.most_common()
+        if _skip_reason(char) is not None
+    ]
+    for kind, reason in SKIP_REASONS.items():
+        chars = [entry for entry in skipped if entry["reason"] == reason]
+        if chars:
+            listed = ", ".join(f"{entry['character']!r} x{entry['count']}" for entry in chars[:20])
+            # a skipped digit is a clip that will be dropped (`text_not_in_vocabulary`) unless the text is rewritten
+            level = logging.WARNING if kind == "number" else logging.INFO
+            logger.log(level, "--extend_vocabulary does not add %s (%s): %s", listed, kind, reason)
     before = len(tokenizer.get_vocab())
-    if not missing:
-        return tokenizer, {"added": [], "vocab_size_before": before, "vocab_size_after": before}
-    extended, added = extend_tokenizer(tokenizer, missing)
+    report = {"added": [], "skipped": skipped, "vocab_size_before": before, "vocab_size_after": before}
+    if not letters:
+        return tokenizer, report
+    extended, added = extend_tokenizer(tokenizer, letters)
     vocabulary = extended.get_vocab()
-    report = {
-        "added": [
-            {
-                "character": char,
-                "name": unicodedata.name(char, f"U+{ord(char):04X}"),
-                "count": missing[char],
-                "id": vocabulary[char],
-            }
-            for char in added
-        ],
-        "vocab_size_before": before,
-        "vocab_size_after": len(vocabulary),
-    }
+    report["added"] = [
+        {"character": char, "name": _name(char), "count": letters[char], "id": vocabulary[char]} for char in added
+    ]
+    report["vocab_size_after"] = len(vocabulary)
     return extended, report
+
+
+def _name(char: str) -> str:
+    return unicodedata.name(char, f"U+{ord(char):04X}")
 
 
 def prepare_embeddings_for_training(

@@ -9,8 +9,13 @@ Every entry point (`run_finetune.py`, resume, `recipe.compare`, the amplitude mo
 from __future__ import annotations
 
 import logging
+import os
 
 from transformers import VitsConfig, VitsModel, VitsTokenizer
+from transformers.utils import cached_file
+
+from .piper_decoder import Resblock2VitsConfig, VitsModelResblock2, is_resblock2_config_dict
+from .piper_tokenizer import PIPER_CONFIG_NAME, PiperPhonemeTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +27,24 @@ def is_phoneme_vocabulary(vocabulary) -> bool:
     return any(low <= ord(char) <= high for token in vocabulary for char in token for low, high in _IPA_RANGES)
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None, token: str | None = None) -> VitsTokenizer:
-    """The voice's tokenizer; a `VitsTokenizer` has `phonemize` turned off for a character vocabulary (every MMS model).
+def load_tokenizer(name_or_path: str, revision: str | None = None, token: str | None = None):
+    """The voice's tokenizer: a `PiperPhonemeTokenizer` for an imported Piper voice (its folder holds
+    `piper_voice.json`), else a `VitsTokenizer`, with `phonemize` turned off for a character vocabulary (every MMS
+    model).
 
     `VitsTokenizer` defaults to `phonemize=True`, which needs espeak and produces IPA symbols an MMS character
     vocabulary does not hold: every letter would be dropped.
     """
+    piper_config = cached_file(
+        name_or_path,
+        PIPER_CONFIG_NAME,
+        revision=revision,
+        token=token,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if piper_config is not None:
+        return PiperPhonemeTokenizer.from_pretrained(os.path.dirname(piper_config))
     tokenizer = VitsTokenizer.from_pretrained(name_or_path, revision=revision, token=token)
     if tokenizer.phonemize and not is_phoneme_vocabulary(tokenizer.get_vocab()):
         logger.info(f"{name_or_path}: character vocabulary, so the text is not phonemized (phonemize=False)")
@@ -36,10 +53,20 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, token: str | 
 
 
 def load_voice_config(name_or_path: str, revision: str | None = None, token: str | None = None) -> VitsConfig:
-    """The voice's model configuration."""
-    return VitsConfig.from_pretrained(name_or_path, revision=revision, token=token)
+    """The voice's model configuration: a `VitsConfig`, or a `Resblock2VitsConfig` for a type-2 HiFi-GAN voice."""
+    config_dict, _ = VitsConfig.get_config_dict(name_or_path, revision=revision, token=token)
+    if is_resblock2_config_dict(config_dict):
+        return Resblock2VitsConfig.from_dict(config_dict)
+    return VitsConfig.from_dict(config_dict)
+
+
+def model_from_config(config: VitsConfig) -> VitsModel:
+    """A randomly initialized model of the voice type `config` describes."""
+    return VitsModelResblock2(config) if isinstance(config, Resblock2VitsConfig) else VitsModel(config)
 
 
 def load_voice(name_or_path: str, revision: str | None = None, token: str | None = None) -> VitsModel:
-    """The voice's model with its trained weights."""
-    return VitsModel.from_pretrained(name_or_path, revision=revision, token=token)
+    """The voice's model with its trained weights (`VitsModel`, or `VitsModelResblock2` for a type-2 decoder)."""
+    config = load_voice_config(name_or_path, revision=revision, token=token)
+    model_class = VitsModelResblock2 if isinstance(config, Resblock2VitsConfig) else VitsModel
+    return model_class.from_pretrained(name_or_path, config=config, revision=revision, token=token)

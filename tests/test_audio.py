@@ -139,3 +139,24 @@ def test_read_audio_from_bytes_and_streams(tmp_path):
         audio_duration(str(tmp_path / "missing.wav"))
     with pytest.raises(TypeError, match="not int"):
         read_audio(3)
+
+
+def test_decode_keeps_channels_and_the_declared_length(tmp_path):
+    import io
+
+    from recipe.audio import decode_audio
+
+    stereo = np.stack([np.full(800, 0.5), np.full(800, -0.1)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "stereo.wav", stereo, 8000, subtype="PCM_16")
+    data = (tmp_path / "stereo.wav").read_bytes()
+    for source in (str(tmp_path / "stereo.wav"), data, io.BytesIO(data)):
+        decoded = decode_audio(source, "stereo.wav")
+        assert decoded.samples.shape == (800, 2) and decoded.sampling_rate == 8000
+        assert decoded.declared_frames == decoded.num_frames == 800
+    # a WAV cut short: libsndfile shortens the length to the bytes present, the data chunk still says 800 frames
+    cut = decode_audio(data[: len(data) - 1200])
+    assert cut.num_frames == 500 and cut.declared_frames == 800
+    # a stream writer's placeholder size (0xFFFFFFFF: length unknown when writing started) declares nothing
+    offset = data.index(b"data") + 4
+    unknown = data[:offset] + (0xFFFFFFFF).to_bytes(4, "little") + data[offset + 4 :]
+    assert decode_audio(unknown).declared_frames is None and decode_audio(unknown).num_frames == 800

@@ -193,20 +193,27 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         row["client_id"] = speaker
     rng = np.random.default_rng(0)
 
-    def noise(name: str, seconds: float) -> str:
-        sf.write(
-            clips / name, 0.1 * rng.standard_normal(int(SAMPLING_RATE * seconds)).astype(np.float32), SAMPLING_RATE
-        )
+    def noise(name: str, seconds: float, gain: float = 0.1, **write_kwargs) -> str:
+        samples = gain * rng.standard_normal(int(SAMPLING_RATE * seconds))
+        sf.write(clips / name, np.clip(samples, -1, 1).astype(np.float32), SAMPLING_RATE, **write_kwargs)
         return name
 
     (clips / "corrupt.mp3").write_bytes(b"ID3\x03\x00 not really audio" * 10)
     sf.write(tmp_path / "outside.wav", np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    whole = (clips / noise("cut.mp3", 1.5)).read_bytes()
+    (clips / "cut.mp3").write_bytes(whole[: len(whole) // 2])
+    sf.write(clips / "nan.wav", np.full(SAMPLING_RATE, np.nan, np.float32), SAMPLING_RATE, subtype="FLOAT")
     bad = [
         (noise("short.wav", 0.2), "Kurt."),
         (noise("long.wav", 3.0), "Dirêj."),
+        (noise("silent.wav", 1.0, gain=0.0), "Bêdeng."),
+        (noise("loud.wav", 1.0, gain=30.0), "Bilind."),
+        (noise("digits.wav", 1.0), "Ez 2 sêvan dixwim."),
         (noise("no_text.wav", 1.0), "... !!!"),
         (noise("wordy.wav", 1.0), "gelek peyv " * 20),
         ("corrupt.mp3", "Xirab."),
+        ("cut.mp3", "Qut."),
+        ("nan.wav", "Ne hejmar."),
         ("missing.mp3", "Tune ye."),
         ("../../outside.wav", "Li derve."),
     ]
@@ -215,7 +222,13 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
     write_tsv(dataset / "train.tsv", rows, list(rows[0]))
 
     args = data_args(
-        dataset, tmp_path, speaker_id=speaker, max_duration_in_seconds=2.6, max_tokens_length=150, max_bad_fraction=1
+        dataset,
+        tmp_path,
+        speaker_id=speaker,
+        max_duration_in_seconds=2.6,
+        max_tokens_length=150,
+        max_bad_fraction=1,
+        max_text_not_in_vocabulary_fraction=0.5,
     )
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     dropped = report["train"]["dropped"]
@@ -226,12 +239,19 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         "speaker_filtered": ["other.wav"],
         "missing_file": ["missing.mp3"],
         "decode_error": ["corrupt.mp3"],
+        "truncated": ["cut.mp3"],
+        "non_finite_audio": ["nan.wav"],
         "too_short": ["short.wav"],
         "too_long": ["long.wav"],
+        "silent": ["silent.wav"],
+        "clipped": ["loud.wav"],
+        "text_not_in_vocabulary": ["digits.wav"],
         "empty_text": ["no_text.wav"],
         "too_many_tokens": ["wordy.wav"],
     }
-    assert (report["train"]["seen"], report["train"]["kept"], len(features["train"])) == (11, 3, 3)
+    assert dropped["text_not_in_vocabulary"]["lost_characters"] == ["2"]
+    assert dropped["text_not_in_vocabulary"]["characters"] == {"2": 1}
+    assert (report["train"]["seen"], report["train"]["kept"], len(features["train"])) == (16, 3, 3)
     assert_accounted(report)
 
 
@@ -294,12 +314,19 @@ def test_absolute_path_outside_common_voice_folder_is_not_read(tmp_path, tokeniz
     write_tsv(dataset / "train.tsv", rows, list(rows[0]))
 
     opened = []
-    real_load_audio = recipe.data.load_audio
-    monkeypatch.setattr(recipe.data, "load_audio", lambda path, sr: opened.append(path) or real_load_audio(path, sr))
+    real_decode = recipe.data.decode_audio
+    monkeypatch.setattr(recipe.data, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name))
     args = data_args(dataset, tmp_path, max_bad_fraction=0.5)
     _, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     assert report["train"]["dropped"]["path_outside_dataset"] == {"count": 1, "examples": [str(elsewhere)]}
     assert str(elsewhere) not in opened and len(opened) == 5
+    # the stop names what to do about it, and the flag that reads audio elsewhere is refused for a folder layout
+    with pytest.raises(DataError, match="path_outside_dataset.*--allow_audio_outside_dataset"):
+        prepare_datasets(data_args(dataset, tmp_path, max_bad_fraction=0.1), tokenizer, model_config, str(tmp_path))
+    with pytest.raises(DataError, match="--allow_audio_outside_dataset is for a saved dataset.*common_voice folder"):
+        prepare_datasets(
+            data_args(dataset, tmp_path, allow_audio_outside_dataset=True), tokenizer, model_config, str(tmp_path)
+        )
 
 
 def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_config, monkeypatch):
@@ -328,6 +355,10 @@ def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_confi
     # a changed filter, a changed clip or --overwrite_cache means new features
     for changed in (
         data_args(dataset, tmp_path, eval_fraction=0.25, max_tokens_length=60),
+        data_args(dataset, tmp_path, eval_fraction=0.25, truncation_tolerance=0.5),
+        data_args(dataset, tmp_path, eval_fraction=0.25, silence_threshold_db=-40),
+        data_args(dataset, tmp_path, eval_fraction=0.25, max_clipped_fraction=0.5),
+        data_args(dataset, tmp_path, eval_fraction=0.25, keep_clips_with_dropped_characters=True),
         data_args(dataset, tmp_path, eval_fraction=0.25, overwrite_cache=True),
     ):
         with pytest.raises(AssertionError, match="recomputed"):
@@ -501,7 +532,8 @@ def test_wrong_column_lists_the_real_columns(tmp_path, tokenizer, model_config):
 
 
 def test_dropped_characters_are_reported(tmp_path, model_config):
-    """A vocabulary without ê and ş: the report names the lost letters, most frequent first, with counts."""
+    """A vocabulary without ê and ş: with --keep_clips_with_dropped_characters, the report names the lost letters,
+    most frequent first, with counts (without it, the run stops: `test_text_screening.py`)."""
     from transformers import VitsTokenizer
 
     vocab = {"<pad>": 0, " ": 1, **{c: i + 2 for i, c in enumerate("abcçdefghiîjklmnopqrstuûvwxyz")}}
@@ -511,7 +543,10 @@ def test_dropped_characters_are_reported(tmp_path, model_config):
 
     dataset = ljspeech_copy(tmp_path / "lj", 6)
     texts = [line.split("|")[2] for line in (dataset / "metadata.csv").read_text(encoding="utf-8").splitlines()]
-    _, report = prepare_datasets(data_args(dataset, tmp_path), lossy, model_config, str(tmp_path / "out"))
+    _, report = prepare_datasets(
+        data_args(dataset, tmp_path, keep_clips_with_dropped_characters=True), lossy, model_config, str(tmp_path)
+    )
+    assert all(split["dropped"]["text_not_in_vocabulary"]["count"] == 0 for split in report.values())
     counted = {}
     for split in report.values():
         for entry in split["dropped_characters"]["top"]:
@@ -525,15 +560,35 @@ def test_dropped_characters_are_reported(tmp_path, model_config):
 
 def test_bundled_tokenizer_covers_the_demo_data(tokenizer):
     from recipe.text import encode_text_with_dropped
+    from recipe.text_screening import lost_characters
+
+    def lost(text: str) -> str:
+        return lost_characters("".join(encode_text_with_dropped(text, tokenizer)[2].elements()))
 
     for line in (LJSPEECH / "metadata.csv").read_text(encoding="utf-8").splitlines():
         _, text, normalized = line.split("|")
-        lost = encode_text_with_dropped(normalized, tokenizer)[2]
-        assert not [char for char in lost if char.isalpha()], (normalized, lost)
+        # the text column writes two numbers as digits ("Ez 3 sêvan"); the normalized one, which is trained on,
+        # spells them out: no letter or digit of it is lost
+        assert lost(normalized) == "", normalized
     assert tokenizer.pad_token_id == 0 and not tokenizer.phonemize and not tokenizer.is_uroman
     for split in ("train", "dev", "test", "validated"):
-        columns = list(read_tsv(COMMON_VOICE / f"{split}.tsv")[0])
-        assert {"client_id", "path", "sentence", "up_votes", "down_votes", "locale"} <= set(columns)
+        rows = read_tsv(COMMON_VOICE / f"{split}.tsv")
+        assert {"client_id", "path", "sentence", "up_votes", "down_votes", "locale"} <= set(rows[0])
+        assert all(lost(row["sentence"]) == "" for row in rows)
+
+
+@pytest.mark.parametrize("folder", [LJSPEECH, COMMON_VOICE])
+def test_the_demo_data_keeps_every_clip(tmp_path, tokenizer, model_config, folder):
+    """Every screening default (audio and text) keeps all 32 bundled clips; `configs/demo.json` trains on them."""
+    demo = json.loads((DEMO_DIR.parent / "configs" / "demo.json").read_text())
+    args = data_args(folder, tmp_path, eval_fraction=demo["eval_fraction"])
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path))
+    if folder == LJSPEECH:
+        clips = 32
+    else:  # train.tsv and dev.tsv (test.tsv is not read)
+        clips = len(read_tsv(folder / "train.tsv")) + len(read_tsv(folder / "dev.tsv"))
+    assert [sum(split[key] for split in report.values()) for key in ("seen", "kept")] == [clips, clips]
+    assert len(features["train"]) + len(features["eval"]) == clips
 
 
 def test_audiofolder_fingerprint_covers_clips_in_sub_folders(tmp_path):
@@ -627,20 +682,24 @@ def _settings(**overrides) -> recipe.data.FeatureSettings:
 def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     settings = _settings()
     path = _audio_rows(1)[0][0]
-    waveform, name, reason = recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
+    waveform, name, reason, levels = recipe.data._decode(
+        {"bytes": path.read_bytes(), "path": path.name}, None, settings
+    )
     assert reason == "" and name == path.name and len(waveform) == sf.info(path).frames
+    assert levels.clipped_fraction == 0 and -20 < levels.loudest_frame_db < 0
     for broken in (b"RIFF not a wave file" * 8, b""):
         assert recipe.data._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
             None,
             "x.wav",
             "decode_error",
+            None,
         )
 
     # anything but a decode error is a bug to see, not a clip to drop
     def failing(*_, **__):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(recipe.data, "load_audio", failing)
+    monkeypatch.setattr(recipe.data, "decode_audio", failing)
     with pytest.raises(MemoryError):
         recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
 
@@ -666,3 +725,92 @@ def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(recipe.data, "audio_duration", failing)
     with pytest.raises(PermissionError):
         recipe.data._speaker_with_most_audio(split, _settings(), None)
+
+
+@pytest.mark.parametrize("layout", ["ljspeech", "common_voice"])
+def test_metadata_with_a_byte_order_mark_keeps_its_first_clip(tmp_path, tokenizer, model_config, layout):
+    if layout == "ljspeech":
+        dataset = ljspeech_copy(tmp_path / "lj", 4)
+        metadata = dataset / "metadata.csv"
+    else:
+        dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
+        metadata = dataset / "train.tsv"
+    metadata.write_bytes(b"\xef\xbb\xbf" + metadata.read_bytes())  # what Notepad and Excel save as "UTF-8"
+    features, report = prepare_datasets(
+        data_args(dataset, tmp_path, eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
+    )
+    assert sum(split["seen"] for split in report.values()) == 4
+    assert len(features["train"]) + len(features["eval"]) == 4
+    assert not any("\ufeff" in path for split in features.values() for path in split["path"])
+
+
+@pytest.mark.parametrize("layout", ["ljspeech", "common_voice"])
+def test_metadata_in_another_encoding_names_the_file_and_line(tmp_path, tokenizer, model_config, layout):
+    if layout == "ljspeech":
+        dataset = ljspeech_copy(tmp_path / "lj", 4)
+        metadata = dataset / "metadata.csv"
+    else:
+        dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
+        metadata = dataset / "train.tsv"
+    text = metadata.read_text(encoding="utf-8")
+    # Latin-1 has "ç", "ê", "î", "û" but not "ş" (written as "?"): the first line with one of them is the one named
+    line = next(n for n, content in enumerate(text.splitlines(), 1) if any(c in content for c in "çêîû"))
+    metadata.write_bytes(text.encode("latin-1", errors="replace"))
+    with pytest.raises(DataError, match=rf"{metadata.name}:{line}: byte 0x[0-9a-f]{{2}} is not UTF-8.*Latin-1.*UTF-8"):
+        prepare_datasets(data_args(dataset, tmp_path), tokenizer, model_config, str(tmp_path))
+
+
+def _saved_elsewhere(tmp_path: Path, kind: str) -> Path:
+    """A dataset whose audio column holds absolute paths of clips in another folder: a saved dataset with a path
+    string column, or a parquet file of an Audio column without bytes (as `Dataset.to_parquet` writes local files)."""
+    import datasets
+
+    elsewhere = tmp_path / "recordings"
+    elsewhere.mkdir()
+    rows = _audio_rows(4)
+    for path, _ in rows:
+        shutil.copy(path, elsewhere / path.name)
+    table = datasets.Dataset.from_dict(
+        {"audio": [str(elsewhere / path.name) for path, _ in rows], "text": [text for _, text in rows]}
+    )
+    if kind == "saved":
+        table.save_to_disk(str(tmp_path / "saved"))
+        return tmp_path / "saved"
+    (tmp_path / "table").mkdir()
+    table.cast_column("audio", datasets.Audio()).to_parquet(str(tmp_path / "table" / "clips.parquet"))
+    return tmp_path / "table" / "clips.parquet"
+
+
+@pytest.mark.parametrize("kind", ["saved", "parquet"])
+def test_absolute_audio_paths_elsewhere_need_the_flag(tmp_path, tokenizer, model_config, kind, monkeypatch):
+    dataset = _saved_elsewhere(tmp_path, kind)
+    flag = "--allow_audio_outside_dataset"
+    with pytest.raises(DataError, match=rf"train: 3 of 3 clips are broken.*path_outside_dataset.*{flag}"):
+        prepare_datasets(data_args(dataset, tmp_path, eval_fraction=0.25), tokenizer, model_config, str(tmp_path))
+
+    args = data_args(dataset, tmp_path, eval_fraction=0.25, allow_audio_outside_dataset=True)
+    features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path))
+    assert len(features["train"]) + len(features["eval"]) == 4
+    assert {Path(path).parent for split in features.values() for path in split["path"]} == {tmp_path / "recordings"}
+
+    # a clip replaced where it lives means new features
+    def must_not_run(*_, **__):
+        raise AssertionError("features were recomputed")
+
+    monkeypatch.setattr(recipe.data, "featurize", must_not_run)
+    prepare_datasets(args, tokenizer, model_config, str(tmp_path))
+    shutil.copy(LJSPEECH / "wavs" / "KMR-0010.wav", tmp_path / "recordings" / "KMR-0001.wav")
+    with pytest.raises(AssertionError, match="recomputed"):
+        prepare_datasets(args, tokenizer, model_config, str(tmp_path))
+
+
+def test_the_outside_audio_flag_is_refused_for_folder_layouts(tmp_path):
+    from recipe.sources import load_source
+
+    lj = ljspeech_copy(tmp_path / "lj", 1)
+    folder = tmp_path / "audiofolder"
+    folder.mkdir()
+    (folder / "metadata.csv").write_text("file_name,text\na.wav,roj\n", encoding="utf-8")
+    for dataset, layout in ((lj, "ljspeech folder"), (folder, "an audiofolder")):
+        with pytest.raises(DataError, match=rf"--allow_audio_outside_dataset is for .*{layout}.*leave the flag out"):
+            load_source(str(dataset), allow_audio_outside_dataset=True)

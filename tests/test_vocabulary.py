@@ -13,7 +13,7 @@ from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, set_seed
 
 from recipe.config import DataArguments, ModelArguments
-from recipe.data import prepare_datasets
+from recipe.data import DataError, prepare_datasets
 from recipe.modeling import prepare_for_training, save_for_inference
 from recipe.text import summarize_dropped_characters
 from recipe.vocabulary import (
@@ -71,6 +71,10 @@ def test_data_report_lists_missing_letters_before_and_after_extension(tmp_path, 
     assert set(scanned) == set(REMOVED_LETTERS) and all(count > 0 for count in scanned.values())
 
     config = make_tiny_config(vocab_size=len(reduced_tokenizer.get_vocab()))
+    # Most clips lose a letter: the run stops before featurizing, naming the letters and the flag that adds them.
+    with pytest.raises(DataError, match=r"train: 21 of 28 clips.*'ê' x\d+, 'ş' x\d+: add them .*--extend_vocabulary"):
+        prepare_datasets(data_args, reduced_tokenizer, config, str(tmp_path / "before"))
+    data_args.keep_clips_with_dropped_characters = True
     _, report = prepare_datasets(data_args, reduced_tokenizer, config, str(tmp_path / "before"))
     lost = {**report["train"]["dropped_characters"]["not_in_vocabulary"]}
     for char, count in report["eval"]["dropped_characters"]["not_in_vocabulary"].items():
@@ -78,6 +82,7 @@ def test_data_report_lists_missing_letters_before_and_after_extension(tmp_path, 
     # The cheap scan of the raw texts counts what featurizing every clip counts.
     assert lost == dict(scanned)
 
+    data_args.keep_clips_with_dropped_characters = False
     extended, vocabulary_report = extend_vocabulary(data_args, reduced_tokenizer)
     assert [entry["character"] for entry in vocabulary_report["added"]] == sorted(REMOVED_LETTERS)
     features, report = prepare_datasets(data_args, extended, config, str(tmp_path / "after"))

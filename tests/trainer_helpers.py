@@ -22,7 +22,8 @@ def synthetic_features(config, num_clips: int = 8, seed: int = 0) -> datasets.Da
     """Cached-feature rows (the `recipe.data` columns) of noisy tones with random token ids."""
     rng = np.random.default_rng(seed)
     spectrogram = SpectrogramConfig.from_model_config(config)
-    rows = {name: [] for name in ("input_ids", "waveform", "log_mel", "waveform_length", "mel_length", "text")}
+    columns = ("input_ids", "waveform", "log_mel", "waveform_length", "mel_length", "text", "path")
+    rows = {name: [] for name in columns}
     for index in range(num_clips):
         frames = int(rng.integers(20, 40))
         time = np.arange(frames * spectrogram.hop_length) / config.sampling_rate
@@ -35,6 +36,7 @@ def synthetic_features(config, num_clips: int = 8, seed: int = 0) -> datasets.Da
         rows["waveform_length"].append(len(waveform))
         rows["mel_length"].append(frames)
         rows["text"].append("roj bas")
+        rows["path"].append(f"wavs/clip-{index}.wav")
     return datasets.Dataset.from_dict(rows)
 
 

@@ -1,0 +1,113 @@
+"""Audio that decodes but must not be trained on: cut files, non-finite samples, silence and heavy clipping.
+
+    from recipe.screening import AudioScreening, broken_reason, measure_levels, level_reason
+    screening = AudioScreening(truncation_tolerance=0.05, silence_threshold_db=-50.0, max_clipped_fraction=0.01)
+    reason = broken_reason(decoded, screening)              # "truncated", "non_finite_audio" or ""
+    levels = measure_levels(decoded.samples, mono, decoded.sampling_rate)
+    reason = level_reason(levels, screening)                # "silent", "clipped" or ""
+
+Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damaged file (counted towards
+`--max_bad_fraction`), `level_reason`'s a recording that is whole but unfit. The defaults were measured with
+`python scripts/measure_audio_screening.py` (README, "Data"):
+
+- `truncated`: the decoder stops more than `truncation_tolerance` (5%) of the frames short of what the header
+  declares. Whole files decode to exactly their declared length (every bundled and generated clip: WAV, FLAC, OGG,
+  MP3); cut to half its bytes, a WAV decodes to 0.499-0.500 of it, a 48 kHz MP3 with a frame count to 0.485-0.490.
+  A cut FLAC does not decode (`decode_error`). A cut OGG (its length is read from the last page present) and a cut MP3
+  whose header holds no frame count (CBR without a Xing / Info tag: its length is estimated from its size) declare
+  what is left of them: such a cut is not seen.
+- `non_finite_audio`: a NaN or infinite sample (float WAV / FLAC files can hold them): one NaN turns the loss NaN.
+- `silent`: no 50 ms frame of the mono signal is louder than `silence_threshold_db` (-50 dBFS RMS). The bundled
+  clips' loudest frames are at -16.5 to -10.4 dBFS: 33.5 dB above it.
+- `clipped`: more than `max_clipped_fraction` (1%) of the samples at full scale. The bundled clips have none; a demo
+  clip amplified 4 times has 3.24% (WAV) / 1.72% (MP3), amplified 2 times 0.36% / 0.22%. A lossy codec rings around
+  the cut peaks, so it shows about half the share the cut signal had.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import DecodedAudio
+
+# A sample at or beyond the largest positive 16-bit PCM value (32767 / 32768, as soundfile scales it) is at full
+# scale: the negative extreme of 16-bit PCM is -1.0 exactly, a lossy decoder overshoots beyond 1.
+FULL_SCALE = 32767 / 32768
+# Frames over which the loudness of a clip is measured: long enough that one click does not count as sound, short
+# enough that one spoken syllable fills a frame.
+LEVEL_FRAME_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class AudioScreening:
+    """Thresholds of the audio checks (`DataArguments` flags of the same names).
+
+    Args:
+        truncation_tolerance (`float`): share of the declared frames that may be missing before a clip is
+            `truncated`; 1 turns the check off.
+        silence_threshold_db (`float`): dBFS RMS that at least one 50 ms frame must exceed, else the clip is `silent`.
+        max_clipped_fraction (`float`): share of samples at full scale above which a clip is `clipped`; 1 turns the
+            check off.
+    """
+
+    truncation_tolerance: float = 0.05
+    silence_threshold_db: float = -50.0
+    max_clipped_fraction: float = 0.01
+
+    @classmethod
+    def from_args(cls, data_args) -> AudioScreening:
+        return cls(
+            truncation_tolerance=data_args.truncation_tolerance,
+            silence_threshold_db=data_args.silence_threshold_db,
+            max_clipped_fraction=data_args.max_clipped_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class AudioLevels:
+    """Loudness and clipping of one decoded clip.
+
+    Args:
+        loudest_frame_db (`float`): RMS of the loudest 50 ms frame of the mono signal, in dBFS (`-inf` for digital
+            silence).
+        clipped_fraction (`float`): share of the samples (every channel) at or beyond full scale.
+    """
+
+    loudest_frame_db: float
+    clipped_fraction: float
+
+
+def broken_reason(decoded: DecodedAudio, screening: AudioScreening) -> str:
+    """`"truncated"` or `"non_finite_audio"` for a damaged file, `""` when it is whole."""
+    declared = decoded.declared_frames
+    if declared and decoded.num_frames < (1 - screening.truncation_tolerance) * declared:
+        return "truncated"
+    if not np.isfinite(decoded.samples).all():
+        return "non_finite_audio"
+    return ""
+
+
+def measure_levels(samples: np.ndarray, mono: np.ndarray, sampling_rate: int) -> AudioLevels:
+    """`AudioLevels` of a clip from its decoded channels (`(frames, channels)`, for clipping: a mix to mono would
+    hide one clipped channel) and its mono mix (for loudness, what the model is trained on), at the file's rate."""
+    frame = max(1, round(LEVEL_FRAME_SECONDS * sampling_rate))
+    count = max(1, len(mono) // frame)
+    # a clip shorter than one frame is one frame; the last partial frame is left out of a longer one
+    framed = mono[: count * frame] if len(mono) >= frame else mono
+    power = np.square(framed.reshape(count, -1), dtype=np.float64).mean(axis=1)
+    loudest = float(power.max())
+    loudest_db = 10 * math.log10(loudest) if loudest > 0 else -math.inf
+    clipped = np.count_nonzero(np.abs(samples) >= FULL_SCALE) / samples.size
+    return AudioLevels(loudest_frame_db=loudest_db, clipped_fraction=float(clipped))
+
+
+def level_reason(levels: AudioLevels, screening: AudioScreening) -> str:
+    """`"silent"` or `"clipped"` for a whole recording that is unfit to train on, `""` otherwise."""
+    if levels.loudest_frame_db <= screening.silence_threshold_db:
+        return "silent"
+    if levels.clipped_fraction > screening.max_clipped_fraction:
+        return "clipped"
+    return ""
