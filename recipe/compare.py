@@ -202,7 +202,7 @@ def clip_metrics(
     metrics["real_time_factor"] = generation_seconds / metrics["duration_s"]
     if reference is not None:
         reference = resample(reference, reference_rate, sampling_rate)
-        metrics["mcd_db"] = mel_cepstral_distortion(waveform, reference, spectrogram_config)
+        metrics["mcd"] = mel_cepstral_distortion(waveform, reference, spectrogram_config)
         metrics["duration_ratio"] = duration_ratio(len(waveform), len(reference))
     return metrics
 
@@ -379,7 +379,7 @@ def format_summary(comparison: dict) -> str:
         "silence_ratio",
         "duration_s",
         "real_time_factor",
-        "mcd_db",
+        "mcd",
         "duration_ratio",
         "cer",
         "wer",

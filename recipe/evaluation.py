@@ -3,7 +3,8 @@
 - `amplitude_stats`: loudness, silence and zero-crossing figures of one waveform.
 - `amplitude_status`: OK / WARNING / CRITICAL from an RMS and a reference RMS.
 - `synthesize`: deterministic, timed inference of one sentence with a `VitsModel`.
-- `mel_cepstral_distortion`: MCD (dB) between a synthesized clip and a recording, aligned by DTW.
+- `mel_cepstral_distortion`: MCD between a synthesized clip and a recording, aligned by DTW (the
+  `mel-cepstral-distance` package's, Kubichek 1993).
 - `duration_ratio`: how much longer (> 1) or shorter (< 1) the synthesized clip is than the recording.
 - `load_asr` / `transcribe` / `error_rates`: intelligibility (CER, WER with jiwer) through a `transformers`
   speech-recognition pipeline.
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from mel_cepstral_distance import compare_amplitude_spectrograms
+from mel_cepstral_distance.computation import get_X_km
+from mel_cepstral_distance.helper import ms_to_samples
 
 # A frame is silent when its RMS is below -40 dBFS (full scale = amplitude 1.0).
 SILENCE_THRESHOLD_DBFS = -40.0
@@ -189,122 +193,79 @@ def synthesize(model, tokenizer, text: str, seed: int = 0, speaker_id: int | Non
 # ---------------------------------------------------------------------------------------------------------------
 # Distance to a recording
 
-# Mel-cepstral coefficients compared by MCD: c1..c13. c0 (overall level) is left out, as is standard, so that MCD
-# measures the spectral envelope and not the loudness (amplitude_stats covers that).
-MCD_COEFFICIENTS = 13
-# 10 / ln 10 * sqrt(2): the constant of the standard MCD formula, turning a natural-log cepstral distance into dB.
-_MCD_CONSTANT = 10.0 / math.log(10.0) * math.sqrt(2.0)
+# MCD comes from the `mel-cepstral-distance` package (Kubichek 1993), with the defaults of its
+# `compare_audio_files`: 32 ms Hann windows every 8 ms, 20 mel bands from 0 Hz to Nyquist, rows 1..15 of its
+# cepstrum (its s = 1, D = 16), DTW (fastdtw, radius 10) on the log-mel frames, each clip scaled to peak 1 first.
+# Of the kept libraries of the field it is the one that installs wherever the recipe does (numpy, scipy, fastdtw):
+# diffsptk needs torchaudio, which has no build for the torch the recipe runs on, and pysptk ships only as a source
+# distribution that needs a C compiler. Its scale on a real voice: benchmarks/mcd_scale.py.
+MCD_WINDOW_MS = 32.0
+MCD_HOP_MS = 8.0
+MCD_MEL_BANDS = 20
+MCD_FIRST_COEFFICIENT = 1
+MCD_END_COEFFICIENT = 16
+MCD_DTW_RADIUS = 10
 
 
-def _dct_matrix(num_inputs: int, num_outputs: int) -> np.ndarray:
-    """Orthonormal DCT-II basis `(num_outputs, num_inputs)`: the transform that turns a log-mel frame into an MFCC."""
-    n = np.arange(num_inputs)
-    k = np.arange(num_outputs)[:, None]
-    basis = np.cos(np.pi / num_inputs * (n + 0.5) * k) * math.sqrt(2.0 / num_inputs)
-    basis[0] /= math.sqrt(2.0)
-    return basis
+def _mcd_spectrogram(samples: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
+    """The complex STFT `compare_audio_files` computes of a clip it read: peak-normalized, 32 ms Hann frames."""
+    window = ms_to_samples(MCD_WINDOW_MS, sampling_rate)
+    if samples.size <= window:
+        raise ValueError(
+            f"{name} of {samples.size} samples is too short for MCD: it needs more than one {MCD_WINDOW_MS:g} ms "
+            f"window ({window} samples at {sampling_rate} Hz)"
+        )
+    peak = np.abs(samples).max()
+    # the package's norm_audio; digital silence is left as it is (0 / 0 would make every figure NaN)
+    if peak > 0:
+        samples = samples / peak
+    return get_X_km(samples, window, window, ms_to_samples(MCD_HOP_MS, sampling_rate), "hanning")
 
 
-def mel_cepstrum_from_log_mel(log_mel: np.ndarray, num_coefficients: int = MCD_COEFFICIENTS) -> np.ndarray:
-    """Mel-cepstral coefficients c1..c`num_coefficients` of a log-mel spectrogram.
+def mel_cepstral_distortion(waveform: np.ndarray, reference_waveform: np.ndarray, spectrogram_config) -> float:
+    """Mel-cepstral distance (Kubichek 1993), DTW-aligned, between a synthesized clip and a recording.
 
-    The cepstrum is the orthonormal DCT-II over the mel axis of the natural-log mel *magnitude* spectrogram that
-    `recipe.audio.log_mel_spectrogram` computes (80 Slaney mel bins, floor 1e-5), i.e. an MFCC; c0 is dropped.
+    The value is the `mel-cepstral-distance` package's: `compare_audio_files(a, b, sample_rate=rate)[0]` for the two
+    clips written as WAV files, with its default parameters (the `MCD_*` constants), computed here on the arrays
+    through the same functions (`get_X_km`, then `compare_amplitude_spectrograms`). Its unit is the package's: no
+    scaling factor (alpha = 1, as in Kubichek's paper), so it is not in dB. Loudness does not count: each clip is
+    scaled to peak 1 and no coefficient of the package's cepstrum depends on the level (its rows are
+    `cos(i (n - 1/2) pi / M)` for `i = 1..M`, which sum to 0 over the bands); a digitally silent clip is compared as
+    it is and gives a finite distance. 0 for identical audio.
 
     Args:
-        log_mel (`np.ndarray`): `(num_mel_bins, frames)`.
-        num_coefficients (`int`, *optional*, defaults to 13): coefficients kept after c0.
+        waveform (`np.ndarray`): the synthesized clip, mono, `(num_samples,)` (or `(1, num_samples)`).
+        reference_waveform (`np.ndarray`): the recording, mono, at the same sampling rate.
+        spectrogram_config (`SpectrogramConfig`): gives the `sampling_rate` of both clips; the MCD analysis keeps
+            its own geometry (above), so that figures compare across models of different mel settings.
 
     Returns:
-        `np.ndarray` of shape `(frames, num_coefficients)`.
+        `float`: the mean distance of the frames along the DTW path.
+
+    Raises:
+        `ValueError`: a clip that is not mono, holds NaN or infinite samples, or is not longer than one 32 ms window.
     """
-    log_mel = np.asarray(log_mel, dtype=np.float64)
-    if log_mel.ndim != 2:
-        raise ValueError(f"log_mel must have shape (num_mel_bins, frames), got {log_mel.shape}")
-    if num_coefficients + 1 > log_mel.shape[0]:
-        raise ValueError(f"{num_coefficients} coefficients need more than {log_mel.shape[0]} mel bins")
-    return (_dct_matrix(log_mel.shape[0], num_coefficients + 1) @ log_mel)[1:].T
-
-
-def mel_cepstrum(waveform: np.ndarray, spectrogram_config, num_coefficients: int = MCD_COEFFICIENTS) -> np.ndarray:
-    """`mel_cepstrum_from_log_mel` of a waveform's `recipe.audio.log_mel_spectrogram` (the training mel geometry)."""
-    from .audio import log_mel_spectrogram
-
-    samples = torch.from_numpy(_as_mono_float(waveform).astype(np.float32))
-    minimum = spectrogram_config.n_fft // 2 + 1  # reflect padding needs more samples than the pad width
-    if samples.numel() < minimum:
-        raise ValueError(f"waveform of {samples.numel()} samples is too short for a spectrogram (need {minimum})")
-    log_mel = log_mel_spectrogram(samples, spectrogram_config).numpy()
-    return mel_cepstrum_from_log_mel(log_mel, num_coefficients)
-
-
-def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minimum-cost monotonic alignment of two sequences from their pairwise `cost` matrix `(n, m)`.
-
-    Steps (1, 0), (0, 1) and (1, 1), from (0, 0) to (n - 1, m - 1). Each row of the accumulated cost is computed at
-    once: with `C` the running sum of the row's costs, `D[i, j] = C[j] + min_{k <= j} (best_from_above[k] - C[k])`.
-
-    Returns:
-        `tuple(np.ndarray, np.ndarray)`: the aligned indices into the first and the second sequence.
-    """
-    cost = np.asarray(cost, dtype=np.float64)
-    n, m = cost.shape
-    if n == 0 or m == 0:
-        raise ValueError(f"DTW needs two non-empty sequences, got a cost matrix of shape {cost.shape}")
-    accumulated = np.empty((n, m))
-    accumulated[0] = np.cumsum(cost[0])
-    for i in range(1, n):
-        previous = accumulated[i - 1]
-        from_above = previous.copy()
-        from_above[1:] = np.minimum(previous[1:], previous[:-1])
-        running = np.cumsum(cost[i])
-        accumulated[i] = running + np.minimum.accumulate(from_above + cost[i] - running)
-    # backtrack
-    i, j = n - 1, m - 1
-    path = [(i, j)]
-    while i > 0 or j > 0:
-        if i == 0:
-            j -= 1
-        elif j == 0:
-            i -= 1
-        else:
-            candidates = (accumulated[i - 1, j - 1], accumulated[i - 1, j], accumulated[i, j - 1])
-            step = int(np.argmin(candidates))
-            i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
-        path.append((i, j))
-    path.reverse()
-    indices = np.asarray(path)
-    return indices[:, 0], indices[:, 1]
-
-
-def mel_cepstral_distortion_from_cepstra(cepstra: np.ndarray, reference_cepstra: np.ndarray) -> float:
-    """MCD in dB between two mel-cepstrum sequences `(frames, coefficients)` after DTW alignment.
-
-    Per aligned frame pair: `10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2)`; the result is the mean over the DTW path.
-    """
-    cepstra, reference_cepstra = np.asarray(cepstra, np.float64), np.asarray(reference_cepstra, np.float64)
-    if cepstra.ndim != 2 or reference_cepstra.ndim != 2 or cepstra.shape[1] != reference_cepstra.shape[1]:
-        raise ValueError(
-            f"Cepstra must be (frames, coefficients) alike, got {cepstra.shape} and {reference_cepstra.shape}"
-        )
-    difference = cepstra[:, None, :] - reference_cepstra[None, :, :]
-    frame_distances = _MCD_CONSTANT * np.sqrt(np.sum(difference**2, axis=-1))
-    rows, columns = dtw_path(frame_distances)
-    return float(frame_distances[rows, columns].mean())
-
-
-def mel_cepstral_distortion(
-    waveform: np.ndarray, reference_waveform: np.ndarray, spectrogram_config, num_coefficients: int = MCD_COEFFICIENTS
-) -> float:
-    """MCD-DTW (dB) between a synthesized clip and a recording, both at `spectrogram_config.sampling_rate`.
-
-    Mel-cepstra are c1..c13 of the MFCC of the recipe's log-mel spectrogram (see `mel_cepstrum_from_log_mel`);
-    frames are aligned by DTW and the per-frame distortion is averaged over the path. 0 for identical audio.
-    """
-    return mel_cepstral_distortion_from_cepstra(
-        mel_cepstrum(waveform, spectrogram_config, num_coefficients),
-        mel_cepstrum(reference_waveform, spectrogram_config, num_coefficients),
+    sampling_rate = int(spectrogram_config.sampling_rate)
+    spectrogram = _mcd_spectrogram(_as_mono_float(waveform, "waveform"), sampling_rate, "waveform")
+    reference = _mcd_spectrogram(
+        _as_mono_float(reference_waveform, "reference_waveform"), sampling_rate, "reference_waveform"
     )
+    distance, _ = compare_amplitude_spectrograms(
+        spectrogram,
+        reference,
+        sampling_rate,
+        MCD_WINDOW_MS,
+        fmin=0,
+        fmax=None,
+        M=MCD_MEL_BANDS,
+        s=MCD_FIRST_COEFFICIENT,
+        D=MCD_END_COEFFICIENT,
+        aligning="dtw",
+        align_target="mel",
+        remove_silence="no",
+        dtw_radius=MCD_DTW_RADIUS,
+    )
+    return float(distance)
 
 
 def duration_ratio(num_samples: int, reference_num_samples: int) -> float:

@@ -2,6 +2,7 @@
 
     python -m recipe.piper import VOICE.onnx --output_dir DIR [--config VOICE.onnx.json] [--no_check]
     python -m recipe.piper import VOICE.ckpt --config VOICE.onnx.json --output_dir DIR   # a Piper training checkpoint
+    python -m recipe.piper warmup DIR --dataset_name DATA --output_dir WARM [--steps 300]
 
 `DIR` is then a model folder like any other: `run_finetune.py --model_name_or_path DIR`, `recipe.compare`, resume.
 Needs the `piper` extra (`pip install -e ".[piper]"`).
@@ -27,8 +28,25 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="skip the comparison of the converted model with the ONNX through onnxruntime (noise off, 1e-3)",
     )
+    warmup = commands.add_parser(
+        "warmup",
+        help="train an imported voice's posterior encoder and posterior duration flows on its own synthesis of the "
+        "dataset's texts (recipe/warmup.py)",
+    )
+    warmup.add_argument("model", help="a folder written by `import`")
+    warmup.add_argument(
+        "--dataset_name", required=True, help="whose texts are synthesized (as run_finetune.py takes it)"
+    )
+    warmup.add_argument("--dataset_format", default="auto", help="auto | hub | common_voice | ljspeech")
+    warmup.add_argument("--output_dir", required=True, help="the warmed-up model folder to write (new or empty)")
+    warmup.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    warmup.add_argument("--learning_rate", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    warmup.add_argument("--batch_size", type=int, default=8, help="utterances per step (default 8)")
+    warmup.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(name)s - %(message)s")
+    if args.command == "warmup":
+        return run_warmup(args, parser)
 
     from .piper_import import import_voice
 
@@ -44,6 +62,45 @@ def main(argv: list[str] | None = None) -> dict:
         )
     else:
         print(f"Imported into {args.output_dir}, with every part trained.")
+    return report
+
+
+def run_warmup(args, parser) -> dict:
+    import os
+    import shutil
+
+    from .config import DataArguments
+    from .piper_import import IMPORT_REPORT_NAME
+    from .vocabulary import source_texts
+    from .voices import load_tokenizer, load_voice
+    from .warmup import warm_up_from_own_synthesis
+
+    report_path = os.path.join(args.model, IMPORT_REPORT_NAME)
+    if not os.path.isfile(report_path):
+        parser.exit(
+            2, f"error: {args.model} is not a folder written by `python -m recipe.piper import` (no {report_path})\n"
+        )
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
+        parser.exit(2, f"error: --output_dir {args.output_dir} exists and is not empty\n")
+    with open(report_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    texts = source_texts(DataArguments(dataset_name=args.dataset_name, dataset_format=args.dataset_format))
+    vits, tokenizer = load_voice(args.model), load_tokenizer(args.model)
+    report["warmup"] = warm_up_from_own_synthesis(
+        vits, tokenizer, texts, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        seed=args.seed,
+    )  # fmt: skip
+    report["warmup"]["dataset_name"] = args.dataset_name
+    staging = f"{args.output_dir.rstrip(os.sep)}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    vits.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    with open(os.path.join(staging, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    if os.path.isdir(args.output_dir):
+        os.rmdir(args.output_dir)
+    os.replace(staging, args.output_dir)
+    print(json.dumps(report["warmup"], indent=2))
     return report
 
 

@@ -28,7 +28,7 @@ SENTENCE_METRICS = {
     "trailing_silence_s": "trailing silence (s)",
     "energy": "energy",
     "zero_crossing_rate": "zero-crossing rate",
-    "mcd_db": "MCD-DTW (dB)",
+    "mcd": "MCD (Kubichek, DTW)",
     "duration_ratio": "duration ratio",
     "cer": "CER",
     "wer": "WER",

@@ -52,6 +52,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rota
 
 from .budget import TimeBudgetCallback
 from .checkpoints import (
+    PARTIAL_PREFIX,
     CheckpointLoadError,
     CheckpointSaveError,
     check_room,
@@ -428,7 +429,11 @@ class VitsTrainer(Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        logger.info(f"Saving model to {output_dir}")
+        name = os.path.basename(os.path.normpath(output_dir))
+        if name.startswith(PARTIAL_PREFIX):
+            logger.info(f"Saving {name[len(PARTIAL_PREFIX) :]} (into {output_dir}, renamed when complete)")
+        else:
+            logger.info(f"Saving model to {output_dir}")
         save_for_inference(self.model.vits, output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
@@ -489,7 +494,10 @@ class VitsTrainer(Trainer):
         if not self.args.save_only_model:
             files += [OPTIMIZER_FILE, SCHEDULER_FILE]
             if self.discriminator is not None:
-                files += [os.path.join(TRAINING_STATE_DIR, name) for name in (DISCRIMINATOR_OPTIMIZER, DISCRIMINATOR_SCHEDULER)]
+                files += [
+                    os.path.join(TRAINING_STATE_DIR, name)
+                    for name in (DISCRIMINATOR_OPTIMIZER, DISCRIMINATOR_SCHEDULER)
+                ]
         return files
 
     def _resolve_resume(self, resume: str | bool | None, run_dir: str) -> str | None:

@@ -69,7 +69,7 @@ def _skip_reason(char: str) -> str | None:
     return "number" if is_number(char) else None
 
 
-def _source_texts(data_args, token: str | None = None) -> list[str]:
+def source_texts(data_args, token: str | None = None) -> list[str]:
     """The raw texts of the training split and the eval split (when the source has one) that `data_args` names."""
     source = load_source_from_args(data_args, token=token)
     names = [data_args.train_split_name]
@@ -98,7 +98,7 @@ def scan_dropped_characters(data_args, tokenizer, token: str | None = None) -> C
 
     The training split and the eval split are scanned (one speaker's texts with `--speaker_id ID`).
     """
-    return count_dropped_characters(_source_texts(data_args, token=token), tokenizer)
+    return count_dropped_characters(source_texts(data_args, token=token), tokenizer)
 
 
 def scan_missing_characters(data_args, tokenizer, min_count: int = 1, token: str | None = None) -> Counter:

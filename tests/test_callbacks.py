@@ -217,6 +217,26 @@ def test_warning_band_and_patience_zero_never_stops(tmp_path, model, tokenizer):
     assert monitor.critical_streak == 4 and not control.should_training_stop
 
 
+def test_each_step_counts_once_and_the_last_step_never_raises(tmp_path, model, tokenizer, caplog):
+    args, state, control = make_args(tmp_path), TrainerState(max_steps=40), TrainerControl()
+    # a reference far louder than the model: CRITICAL at every evaluation; patience 2 is reached at the last step
+    monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=initial_rms(model, tokenizer) * 10, patience=2)
+    monitor.on_train_begin(args, state, control)
+    evaluate(monitor, args, state, control, model, 20)
+    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+        evaluate(monitor, args, state, control, model, 40)  # the run's last step: reported, not raised
+        monitor.on_train_end(args, state, control)
+        # the final evaluation of the same weights (run_finetune.py's, after training)
+        metrics = evaluate(monitor, args, state, control, model, 40)
+    assert [entry["step"] for entry in monitor.history] == [20, 40]
+    assert monitor.critical_streak == 2 and not control.should_training_stop
+    assert metrics["eval_amplitude_status"] == 2  # the final evaluation still reports its figures
+    critical = [record for record in caplog.records if record.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "CRITICAL at the end of the run (step 40)" in critical[0].message
+    assert "No checkpoint with a healthy status" in critical[0].message
+    assert "final evaluation: this step is already counted" in caplog.text
+
+
 def test_monitoring_leaves_the_training_rng_untouched(tmp_path, model, tokenizer):
     args, state, control = make_args(tmp_path), TrainerState(), TrainerControl()
     monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=0.5)

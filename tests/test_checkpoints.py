@@ -51,8 +51,9 @@ def test_checkpoints_are_renamed_into_place_and_the_estimate_fits(saved_run):
     trainer, output_dir = saved_run
     names = sorted(os.listdir(output_dir))
     assert [name for name in names if "checkpoint" in name] == ["checkpoint-2", "checkpoint-4"]
+    newest, skipped = newest_intact_checkpoint(str(output_dir), trainer._checkpoint_files())
+    assert newest == str(output_dir / "checkpoint-4") and not skipped
     for name in ("checkpoint-2", "checkpoint-4"):
-        assert newest_intact_checkpoint(str(output_dir), trainer._checkpoint_files())[0] == str(output_dir / "checkpoint-4")
         assert not recipe.checkpoints.verify_checkpoint(str(output_dir / name), trainer._checkpoint_files())
     # the size estimated from the parameter counts is within 25% of what a checkpoint takes on disk
     estimate = estimate_checkpoint_bytes(trainer.model, trainer.discriminator)["checkpoint"]
@@ -60,9 +61,7 @@ def test_checkpoints_are_renamed_into_place_and_the_estimate_fits(saved_run):
     assert 0.75 * actual < estimate < 1.25 * actual, (estimate, actual)
 
 
-def test_a_full_disk_during_a_save_leaves_no_partial_checkpoint_and_names_the_last_complete_one(
-    tmp_path, monkeypatch
-):
+def test_a_full_disk_during_a_save_leaves_no_partial_checkpoint_and_names_the_last_complete_one(tmp_path, monkeypatch):
     free = {"bytes": 10**12}
     monkeypatch.setattr(recipe.checkpoints.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, free["bytes"]))
     real_save = torch.save
@@ -172,12 +171,15 @@ def test_no_room_for_a_few_checkpoints_stops_before_the_first_step(tmp_path, mon
     assert trainer.state.global_step == 0
 
 
-def test_an_output_dir_that_cannot_be_created_is_named(tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    trainer = tiny_trainer(make_tiny_config(), str(blocker / "out"), discriminator=False, **COMMON)
-    with pytest.raises(CheckpointSaveError, match=f"Cannot write in the output folder {blocker / 'out'}: a part of"):
+def test_an_output_dir_that_cannot_be_written_is_named(tmp_path):
+    output_dir = tmp_path / "out"
+    trainer = tiny_trainer(make_tiny_config(), str(output_dir), discriminator=False, **COMMON)
+    # the folder became a file after the trainer was built (as root, permissions cannot be taken away in a test)
+    shutil.rmtree(output_dir)
+    output_dir.write_text("not a folder")
+    with pytest.raises(CheckpointSaveError, match=f"Cannot write in the output folder {output_dir}: a file of"):
         trainer.train()
+    assert trainer.state.global_step == 0
 
 
 def test_rotation_keeps_the_best_and_the_newest_checkpoint(tmp_path):

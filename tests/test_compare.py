@@ -110,7 +110,7 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
             assert rate == 16000 and len(wave) > 0
         for label in ("original", "finetuned"):
             clip = sentence[label]
-            assert clip["mcd_db"] > 0 and clip["duration_ratio"] > 0
+            assert clip["mcd"] > 0 and clip["duration_ratio"] > 0
             # the random ASR model transcribes garbage: its error rates are those of that garbage against the text
             assert clip["transcription"]
             assert {"cer": clip["cer"], "wer": clip["wer"]} == error_rates(
@@ -121,7 +121,7 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
         assert (out / sentence["plot"]).stat().st_size > 0
     summary = comparison["summary"]
     assert set(summary["means"]) == {"reference", "original", "finetuned"}
-    for key in ("rms", "mcd_db", "cer", "wer", "duration_ratio"):
+    for key in ("rms", "mcd", "cer", "wer", "duration_ratio"):
         assert summary["deltas"][key] == pytest.approx(
             summary["means"]["finetuned"][key] - summary["means"]["original"][key]
         )
@@ -135,7 +135,7 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("<audio") == 3 * len(sentences)
     assert page.count("<img") == len(sentences)
-    assert "MCD-DTW (dB)" in page and "CER" in page
+    assert "MCD (Kubichek, DTW)" in page and "CER" in page
 
 
 def test_same_model_twice_passes_with_zero_deltas(models, texts_file, tmp_path):

@@ -136,12 +136,13 @@ def test_imported_voice_warms_up_trains_checkpoints_and_resumes(imported, tmp_pa
     ]  # fmt: skip
     warm = tmp_path / "warm"
     main(["--model_name_or_path", imported[0], "--output_dir", str(warm), "--warmup_untrained_parts",
-          "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--learning_rate", "1e-3", *common])  # fmt: skip
+          "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--learning_rate", "1e-4", *common])  # fmt: skip
     start, warmed = load_voice(imported[0]), load_voice(str(warm))
+    # (the decoder's weights go through weight norm and back: equal to float precision, not bit for bit)
     changed = {
         name.split(".")[0]
         for name, value in warmed.state_dict().items()
-        if not torch.equal(value, start.state_dict()[name])
+        if not torch.allclose(value, start.state_dict()[name], rtol=1e-5, atol=1e-6)
     }
     assert changed == {"posterior_encoder", "duration_predictor"}  # nothing inference uses has moved
     assert torch.equal(warmed.duration_predictor.conv_pre.weight, start.duration_predictor.conv_pre.weight)

@@ -208,3 +208,71 @@ def test_flags_after_a_config_file_override_its_values(tmp_path):
     config.write_text("dataset_name: demo/kmr_ljspeech\nlerning_rate: 0.1\n")
     with pytest.raises(ValueError, match="lerning_rate"):
         parse_arguments([str(config)])
+
+
+def test_a_run_that_reaches_its_last_step_critical_exits_with_its_results(tiny_files, tmp_path, caplog):
+    # every evaluation CRITICAL (a critical ratio of 0); patience 2 is reached at the last step, then the final
+    # evaluation measures the same weights again: counted once, reported, and the results are written
+    config, discriminator = tiny_files
+    output_dir = tmp_path / "out"
+    flags = _flags(
+        config, discriminator, output_dir, tmp_path / "cache",
+        "--max_steps", "4", "--logging_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
+        "--save_steps", "2", "--amplitude_patience", "2", "--amplitude_warning_ratio", "0",
+        "--amplitude_critical_ratio", "0",
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+        metrics = main(flags)
+    assert metrics["eval_amplitude_status"] == 2
+    assert json.loads((output_dir / "eval_results.json").read_text())["eval_amplitude_status"] == 2
+    status = json.loads((output_dir / "checkpoint-4" / "amplitude_status.json").read_text())
+    assert [entry["step"] for entry in status["history"]] == [2, 4] and status["critical_streak"] == 2
+    critical = [r.message for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "CRITICAL at the end of the run (step 4)" in critical[0]
+
+
+def test_help_shows_the_recipe_groups_first_then_all_trainer_arguments(capsys):
+    from recipe.arguments import TRAINING_GROUPS, argument_groups
+    from recipe.config import VitsTrainingArguments
+    from run_finetune import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    titles = ["data:", "model:", "training:", "objectives:", "amplitude monitor:", "time budget:", "Hub:"]
+    positions = [text.index(f"\n{title}\n") for title in [*titles, "all other Trainer arguments:"]]
+    assert positions == sorted(positions)
+    # every argument the recipe adds to TrainingArguments is in one of its groups
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    own = {f.name for f in fields(VitsTrainingArguments)} - {f.name for f in fields(TrainingArguments)}
+    placed = [name for _, _, names in TRAINING_GROUPS for name in names]
+    assert own <= set(placed) and len(placed) == len(set(placed))
+    assert {name for _, _, names in argument_groups() for name in names} >= own
+    # each flag once, in its underscore spelling
+    assert "--max_steps MAX_STEPS" in text and "--max-steps" not in text
+
+
+def test_a_mistyped_flag_or_key_is_one_line_with_the_closest_names(tiny_files, tmp_path, capsys):
+    from run_finetune import cli
+
+    config, discriminator = tiny_files
+    base = _flags(config, discriminator, tmp_path / "o", tmp_path / "c")
+    assert cli([*base, "--lerning_rate", "0.1"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert "unknown argument(s): --lerning_rate (did you mean --learning_rate" in error
+
+    assert cli([*base, "--max_steps", "many"]) == 2
+    assert "argument --max_steps/--max-steps: invalid int value: 'many'" in capsys.readouterr().err
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset_name: demo/kmr_ljspeech\nlerning_rate: 0.1\n")
+    assert cli([str(bad)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.count("\n") == 1 and f"unknown argument(s) in {bad}: lerning_rate (did you mean learning_rate" in error
+    )

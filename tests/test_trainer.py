@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -89,6 +90,8 @@ def test_a_nan_loss_is_logged_and_warned_about_not_averaged_away(tmp_path, monke
     assert len(losses) == 2 and math.isfinite(losses[0]) and math.isnan(losses[1])
     assert "Non-finite training values in the logging window that ends at step 4" in caplog.text
     assert "ends at step 2" not in caplog.text  # the first window was finite
+    # the clips of the batch whose loss was NaN are named (the synthetic rows' paths)
+    assert re.search(r"came from the batch of step 4: wavs/clip-\d\.wav, wavs/clip-\d\.wav\)", caplog.text)
 
 
 def test_weights_broken_by_a_nan_step_are_named_when_the_next_step_fails(tmp_path, monkeypatch):
@@ -96,6 +99,18 @@ def test_weights_broken_by_a_nan_step_are_named_when_the_next_step_fails(tmp_pat
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=1)
     with pytest.raises(FloatingPointError, match=r"weights are no longer finite at step 2 .*earlier step's loss"):
         trainer.train()
+
+
+def test_a_nan_loss_in_the_first_step_names_the_batch_and_the_real_checkpoint_state(tmp_path, monkeypatch):
+    # no log before the failure (logging every 10 steps): the clips are found from the steps tracked on the device
+    _nan_at_step(monkeypatch, 1)
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=10)
+    with pytest.raises(FloatingPointError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert re.search(r"came from the batch of step 1: wavs/clip-\d\.wav, wavs/clip-\d\.wav\)", message), message
+    # no checkpoint exists yet: none is pointed to
+    assert f"No checkpoint was saved in {tmp_path} yet" in message
 
 
 def test_both_networks_train(trained):

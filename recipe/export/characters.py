@@ -4,8 +4,8 @@ An MMS-style `VitsTokenizer` (`phonemize=False`) reads text one code point at a 
 (`recipe.text`): a character of the vocabulary keeps its id; with `normalize`, any other character is lower-cased
 and kept when its lower case is in the vocabulary, else dropped; a blank (id 0) goes between characters when
 `add_blank`. Neither Piper's text mode nor sherpa-onnx's character frontend runs the tokenizer, but both look each
-character up in a table: `runtime_character_ids` builds that table, upper-case letters included, from the
-tokenizer itself, so that every character the model would keep gets the id the model gives it.
+character up in a table: `character_vocabulary` builds that table (`runtime_ids`), upper-case letters included,
+from the tokenizer itself, so that every character the model would keep gets the id the model gives it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class CharacterVocabulary:
         ids (`dict[str, int]`): every token of one code point -> its id (tokens such as `<pad>` are left out: no
             character of a text turns into them).
         add_blank (`bool`): a blank (id 0) between characters and at both ends.
-        lowercase (`bool`): the tokenizer lower-cases characters outside the vocabulary (`normalize`).
         uroman (`bool`): the tokenizer romanizes non-ASCII text with uroman first (`is_uroman`).
         language (`str`): the tokenizer's language code, `""` when it has none.
         runtime_ids (`dict[str, int]`): `ids` plus every other character the tokenizer turns into one of them
@@ -34,7 +33,6 @@ class CharacterVocabulary:
 
     ids: dict[str, int]
     add_blank: bool
-    lowercase: bool
     uroman: bool
     language: str
     runtime_ids: dict[str, int] = field(default_factory=dict)
@@ -101,7 +99,6 @@ def character_vocabulary(tokenizer) -> CharacterVocabulary:
     return CharacterVocabulary(
         ids=ids,
         add_blank=bool(tokenizer.add_blank),
-        lowercase=bool(tokenizer.normalize),
         uroman=bool(tokenizer.is_uroman),
         language=tokenizer.language or "",
         runtime_ids=runtime_ids,

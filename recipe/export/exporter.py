@@ -102,7 +102,7 @@ def _int8_figures(waveform: np.ndarray, reference: np.ndarray, model) -> dict:
     spectrogram_config = SpectrogramConfig.from_model_config(model.config)
     rate = int(model.config.sampling_rate)
     return {
-        "mcd_db": mel_cepstral_distortion(waveform, reference, spectrogram_config),
+        "mcd": mel_cepstral_distortion(waveform, reference, spectrogram_config),
         "rms_dbfs": amplitude_stats(waveform, rate)["rms_dbfs"],
         "reference_rms_dbfs": amplitude_stats(reference, rate)["rms_dbfs"],
     }
@@ -156,7 +156,10 @@ def export_voice(
     check_input = default_check_text(tokenizer) if text is None else text
     # the last speaker rather than 0, so that a graph reading the wrong speaker embedding cannot pass by luck
     speaker_id = model.config.num_speakers - 1 if model.config.num_speakers > 1 else None
-    reference, _ = reference_waveform(model, tokenizer, check_input, speaker_id)
+    try:
+        reference, _ = reference_waveform(model, tokenizer, check_input, speaker_id)
+    except ValueError as error:  # e.g. a check text of which the vocabulary keeps nothing
+        raise ExportError(f"The check text {check_input!r} cannot be synthesized by the model: {error}") from error
     # what a user of the runtime types: NFC, and romanized for a uroman model (the README's command does it)
     runtime_text = pre_vocabulary_text(check_input, tokenizer)
 
@@ -171,8 +174,12 @@ def export_voice(
             export_graph(model, graph_path, with_lengths=layout.WITH_LENGTHS)
         layout.write(staging, spec)
         waveform = layout.load_runtime(staging, num_threads=1)(runtime_text, speaker_id)
-        check = {**compare(waveform, reference), "text": check_input, "runtime_text": runtime_text}
-        check["speaker_id"] = speaker_id
+        check = {
+            **compare(waveform, reference),
+            "text": check_input,
+            "runtime_text": runtime_text,
+            "speaker_id": speaker_id,
+        }
         if quantize:
             check.update(_int8_figures(waveform, reference, model))
         elif not check["passed"]:

@@ -47,25 +47,29 @@ def piper_voice_config(model, tokenizer) -> dict:
 def sherpa_tokens(tokenizer) -> dict[str, int]:
     """`tokens.txt`'s phoneme -> id for sherpa-onnx.
 
+    Piper's espeak bridge gives one NFD code point per phoneme unless the voice merges vowel clusters (`aɪ`), so the
+    map's entries of several code points (Piper's default map has some) are never read and are left out.
+
     Raises:
-        `ExportError` naming the phonemes of more than one code point (vowel clusters) or with more than one id, and
-        a line break among them: sherpa-onnx reads one code point and one id per line.
+        `ExportError` naming the voice's vowel clusters, phonemes with more than one id, and a line break among the
+        phonemes: sherpa-onnx reads one code point and one id per line.
     """
-    id_map = tokenizer.piper_config["phoneme_id_map"]
-    clusters = [phoneme for phoneme in id_map if len(phoneme) != 1]
+    id_map = {phoneme: ids for phoneme, ids in tokenizer.piper_config["phoneme_id_map"].items() if len(phoneme) == 1}
+    reasons = []
+    if tokenizer.vowel_clusters:
+        clusters = sorted("".join(cluster) for cluster in tokenizer.vowel_clusters)
+        reasons.append(f"vowel clusters, phonemes of several code points: {', '.join(map(repr, clusters))}")
     several = [phoneme for phoneme, ids in id_map.items() if len(ids) != 1]
+    if several:
+        reasons.append(f"phonemes with several ids: {', '.join(map(repr, several))}")
     breaks = [phoneme for phoneme in id_map if phoneme in "\n\r"]
-    if clusters or several or breaks:
-        reasons = []
-        if clusters:
-            reasons.append(f"phonemes of several code points: {', '.join(map(repr, clusters))}")
-        if several:
-            reasons.append(f"phonemes with several ids: {', '.join(map(repr, several))}")
-        if breaks:
-            reasons.append(f"line breaks: {describe(breaks)}")
+    if breaks:
+        reasons.append(f"line breaks: {describe(breaks)}")
+    if reasons:
         raise ExportError(
-            "sherpa-onnx cannot express this voice's phoneme_id_map (one code point and one id per phoneme): "
+            "sherpa-onnx cannot express this voice's phonemes (it reads one code point with one id per phoneme): "
             + "; ".join(reasons)
+            + ". Export to piper or onnx instead."
         )
     return {phoneme: ids[0] for phoneme, ids in id_map.items()}
 

@@ -26,13 +26,15 @@ def _check_section(check: dict, command: str) -> list[str]:
         + (f", speaker {check['speaker_id']}" if check.get("speaker_id") is not None else "")
         + ".",
         "",
-        f"- text: `{check['text']}`" + (f" (given to the runtime as `{check['runtime_text']}`)" if check["runtime_text"] != check["text"] else ""),
+        f"- text: `{check['text']}`"
+        + (f" (given to the runtime as `{check['runtime_text']}`)" if check["runtime_text"] != check["text"] else ""),
         f"- samples: {check['samples']} (PyTorch: {check['reference_samples']})",
         f"- max abs difference: {check['max_abs_difference']:.2e}",
     ]
-    if "mcd_db" in check:
+    if "mcd" in check:
         lines += [
-            f"- mel-cepstral distortion against PyTorch: {check['mcd_db']:.3f} dB; RMS level {check['rms_dbfs']:.2f} "
+            f"- mel-cepstral distance against PyTorch (`recipe.evaluation.mel_cepstral_distortion`): "
+            f"{check['mcd']:.3f}; RMS level {check['rms_dbfs']:.2f} "
             f"dBFS against {check['reference_rms_dbfs']:.2f} dBFS",
             "",
             f"The int8 graph is not held to the float tolerance ({MAX_ABS_DIFFERENCE:g}); its length may differ "
@@ -65,7 +67,7 @@ def write_readme(
         command (`str`): the export command, quoted beside the figures it measured.
         usage (`str`): the layout's "Run it" section.
         check (`dict`): the parity check (`recipe.export.check.compare` plus `text`, `runtime_text`, and for int8
-            `mcd_db`, `rms_dbfs`, `reference_rms_dbfs`).
+            `mcd`, `rms_dbfs`, `reference_rms_dbfs`).
         graph_file (`str`) / graph_bytes (`int`): the graph's name and size.
         quantize (`str`, *optional*): `"int8"` when the weights are quantized.
         lineage (`list[dict]`): the model's training rounds (`recipe.continuation.read_lineage`).

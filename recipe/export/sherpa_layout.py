@@ -99,7 +99,13 @@ def prepare(model, tokenizer) -> dict:
                 "phoneme_type": settings["phoneme_type"],
             }
         )
-        return {**spec, "tokens": sherpa_tokens(tokenizer), "metadata": metadata, "phonemizer": settings, "uroman": False}
+        return {
+            **spec,
+            "tokens": sherpa_tokens(tokenizer),
+            "metadata": metadata,
+            "phonemizer": settings,
+            "uroman": False,
+        }
     vocabulary = character_vocabulary(tokenizer)
     metadata.update(
         {

@@ -1,0 +1,186 @@
+"""Warm up what an imported voice lacks by inverting its own synthesis: the posterior encoder and the duration
+predictor's posterior flows.
+
+An ONNX voice has no posterior encoder (spectrogram -> latent z) and no posterior flows of its duration predictor:
+training needs both, and starting them from random weights means the first fine-tuning steps train the decoder on
+latents that do not describe the recording. Training them through the VITS objectives (mel through the frozen
+decoder, KL to the frozen prior) is slow: 120 steps on 12 minutes of the Joe voice took 33 CPU minutes and left the
+reconstruction far from the recording (`benchmarks/real_voice.py`, README "Piper voices").
+
+The voice itself knows the answer. For each text of the user's data, its inference pass gives the latent `z` it
+decodes (prior sample through the reversed flow, voice's noise scales) and the durations it chose; the decoder turns
+`z` into audio. The posterior encoder is then trained to read `z` back from that audio's spectrogram (Gaussian
+error of its mean, Gaussian likelihood of the residual for its spread), and the duration predictor's posterior flows on the durations
+(the recipe's VITS-order NLL, `recipe.duration`). Everything inference uses stays frozen; no decoder backward pass is
+needed. Follow it with `run_finetune.py --warmup_untrained_parts` on the recordings themselves when they are another
+voice's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .audio import SpectrogramConfig, linear_spectrogram
+from .duration import stochastic_duration_nll
+from .text import encode_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SynthesisTarget:
+    """What the voice's own inference produced for one text: token ids, the latent it decoded, its durations and
+    the waveform."""
+
+    input_ids: torch.Tensor  # (N,)
+    latents: torch.Tensor  # (C, T)
+    durations: torch.Tensor  # (N,)
+    waveform: torch.Tensor  # (T * hop,)
+
+
+@torch.no_grad()
+def synthesize_targets(vits, input_ids: torch.Tensor) -> SynthesisTarget:
+    """transformers' `VitsModel` inference pass for one utterance, keeping the latent and the durations it used."""
+    mask = torch.ones(1, 1, input_ids.shape[0])
+    encoded = vits.text_encoder(
+        input_ids=input_ids[None], padding_mask=mask.transpose(1, 2), attention_mask=torch.ones_like(input_ids[None])
+    )
+    hidden = encoded.last_hidden_state.transpose(1, 2)
+    log_durations = vits.duration_predictor(hidden, mask, None, reverse=True, noise_scale=vits.noise_scale_duration)
+    durations = torch.ceil(torch.exp(log_durations) * mask / vits.speaking_rate).clamp_min(1)[0, 0].long()
+    frames = torch.repeat_interleave(torch.arange(input_ids.shape[0]), durations)
+    means = encoded.prior_means[0][frames].T[None]  # (1, C, T)
+    log_stddev = encoded.prior_log_variances[0][frames].T[None]
+    prior_latents = means + torch.randn_like(means) * torch.exp(log_stddev) * vits.noise_scale
+    frame_mask = torch.ones(1, 1, prior_latents.shape[-1])
+    latents = vits.flow(prior_latents, frame_mask, None, reverse=True)
+    waveform = vits.decoder(latents)[0, 0]
+    return SynthesisTarget(input_ids=input_ids, latents=latents[0], durations=durations, waveform=waveform)
+
+
+def posterior_loss(means: torch.Tensor, log_stddev: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor):
+    """Squared error of the posterior mean, plus the Gaussian NLL of the residual for the log-std, per latent value.
+
+    The two are split (the residual is detached in the log-std term) because the joint Gaussian NLL is unstable from
+    a random start: its log-std term keeps pulling the spread down while the mean is still wrong, and the squared
+    residual over a tiny spread explodes (measured: 67 -> 2e5 in two steps at learning rate 1e-3).
+    """
+    residual = (latents - means) * mask
+    count = (mask.sum() * latents.shape[1]).clamp_min(1.0)
+    mean_term = 0.5 * (residual**2).sum() / count
+    spread = log_stddev.clamp_min(-7.0)
+    spread_term = ((spread + 0.5 * residual.detach() ** 2 * torch.exp(-2.0 * spread)) * mask).sum() / count
+    return mean_term + spread_term
+
+
+def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
+    return torch.stack([nn.functional.pad(t, (0, length - t.shape[-1])) for t in tensors])
+
+
+def warm_up_from_own_synthesis(
+    vits,
+    tokenizer,
+    texts: list[str],
+    steps: int = 300,
+    learning_rate: float = 1e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict:
+    """Train the posterior encoder and the duration predictor's posterior flows on the voice's own synthesis.
+
+    Args:
+        vits (`VitsModel`): an imported voice; only `posterior_encoder`, `duration_predictor.post_*` and
+            `duration_predictor.flows.1` (the ConvFlow inference skips) are trained.
+        tokenizer: its tokenizer (`recipe.voices.load_tokenizer`).
+        texts (`list[str]`): sentences, e.g. the transcripts of the user's data.
+        steps (`int`, *optional*, defaults to 300): optimizer steps.
+        learning_rate (`float`, *optional*, defaults to 3e-4): AdamW, 10% linear warm-up, then cosine decay.
+        batch_size (`int`, *optional*, defaults to 8): utterances per step.
+        seed (`int`, *optional*, defaults to 0).
+
+    Returns:
+        `dict`: the first and last posterior NLL and duration NLL, the number of targets and the seconds taken.
+    """
+    torch.manual_seed(seed)
+    started = time.monotonic()
+    vits.eval()
+    spectrogram_config = SpectrogramConfig.from_model_config(vits.config)
+    targets = []
+    for text in texts:
+        _, ids = encode_text(text, tokenizer)
+        if ids:
+            targets.append(synthesize_targets(vits, torch.tensor(ids)))
+    if not targets:
+        raise ValueError("No text gave any token: nothing to warm up on")
+    synthesis_seconds = time.monotonic() - started
+
+    trained = [
+        parameter
+        for name, parameter in vits.named_parameters()
+        if name.startswith(("posterior_encoder.", "duration_predictor.post_", "duration_predictor.flows.1."))
+    ]
+    for parameter in vits.parameters():
+        parameter.requires_grad_(False)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trained, lr=learning_rate, betas=(0.8, 0.99), weight_decay=0.0)
+    warmup_steps = max(1, steps // 10)  # linear warm-up: the first steps move a random network the most
+
+    def learning_rate_factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    for step in range(steps):
+        batch = [
+            targets[i] for i in torch.randint(len(targets), (min(batch_size, len(targets)),), generator=generator)
+        ]
+        frames = max(t.latents.shape[-1] for t in batch)
+        tokens = max(t.input_ids.shape[0] for t in batch)
+        waveforms = _pad_stack([t.waveform for t in batch], frames * spectrogram_config.hop_length)
+        latents = _pad_stack([t.latents for t in batch], frames)
+        frame_mask = _pad_stack([torch.ones(1, t.latents.shape[-1]) for t in batch], frames)
+        text_mask = _pad_stack([torch.ones(1, t.input_ids.shape[0]) for t in batch], tokens)
+        input_ids = _pad_stack([t.input_ids for t in batch], tokens).long()
+        durations = _pad_stack([t.durations.float()[None] for t in batch], tokens)
+        spectrogram = linear_spectrogram(waveforms, spectrogram_config)[..., :frames]
+        _, means, log_stddev = vits.posterior_encoder(spectrogram, frame_mask)
+        latent_loss = posterior_loss(means, log_stddev, latents, frame_mask)
+        with torch.no_grad():
+            hidden = vits.text_encoder(
+                input_ids=input_ids, padding_mask=text_mask.transpose(1, 2), attention_mask=text_mask[:, 0].long()
+            ).last_hidden_state.transpose(1, 2)
+        duration_nll = stochastic_duration_nll(vits.duration_predictor, hidden, text_mask, durations)
+        duration_loss = duration_nll.sum() / text_mask.sum()
+        optimizer.zero_grad()
+        (latent_loss + duration_loss).backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        schedule.step()
+        history.append((float(latent_loss), float(duration_loss)))
+        if step % 25 == 0 or step == steps - 1:
+            logger.info(
+                f"warm-up step {step + 1}/{steps}: posterior loss {history[-1][0]:.3f}, duration NLL {history[-1][1]:.3f}"
+            )
+    for parameter in vits.parameters():
+        parameter.requires_grad_(True)
+    window = max(1, min(25, steps // 4))
+    return {
+        "targets": len(targets),
+        "steps": steps,
+        "synthesis_seconds": round(synthesis_seconds, 1),
+        "seconds": round(time.monotonic() - started, 1),
+        "posterior_loss_first": sum(h[0] for h in history[:window]) / window,
+        "posterior_loss_last": sum(h[0] for h in history[-window:]) / window,
+        "duration_nll_first": sum(h[1] for h in history[:window]) / window,
+        "duration_nll_last": sum(h[1] for h in history[-window:]) / window,
+    }
