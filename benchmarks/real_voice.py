@@ -263,6 +263,7 @@ def warmup(args, results: dict) -> None:
         sys.executable, "-m", "recipe.piper", "warmup", os.path.join(work, "joe_imported"),
         "--dataset_name", os.path.join(work, "joe"), "--output_dir", os.path.join(work, "joe_warm"),
         "--steps", str(args.warmup_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
+        "--learning_rate", str(args.warmup_learning_rate),
     ]  # fmt: skip
     seconds = run(command, os.path.join(work, "warmup.log"))
     with open(os.path.join(work, "joe_warm", "import_report.json"), encoding="utf-8") as handle:
@@ -358,6 +359,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--second_steps", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--warmup_learning_rate", type=float, default=3e-4)
+    parser.add_argument(
+        "--second_learning_rate", type=float, default=None, help="default: the one-minute preset's learning rate"
+    )
     args = parser.parse_args(argv)
     args.work_dir = os.path.abspath(args.work_dir)
     stages = args.stages.split(",")
@@ -439,6 +444,7 @@ def main(argv=None) -> dict:
                 str(args.second_steps),
                 "--eval_fraction",
                 "0.1",
+                *(["--learning_rate", str(args.second_learning_rate)] if args.second_learning_rate else []),
             ],
         ),  # fmt: skip
         "compare_second": lambda: compare(args, results, "compare_second", "joe_second", "second_heldout"),
