@@ -355,11 +355,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_reconstruction", type=int, default=10)
     parser.add_argument("--second_voice_semitones", type=float, default=4.0)
     parser.add_argument("--second_voice_seconds", type=float, default=60.0)
-    parser.add_argument("--warmup_steps", type=int, default=300)
-    parser.add_argument("--finetune_steps", type=int, default=200)
-    parser.add_argument("--second_steps", type=int, default=300)
+    parser.add_argument("--warmup_steps", type=int, default=400)
+    parser.add_argument("--finetune_steps", type=int, default=60)
+    parser.add_argument("--second_steps", type=int, default=80)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--warmup_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--warmup_learning_rate", type=float, default=6e-4)
     parser.add_argument(
         "--second_learning_rate", type=float, default=None, help="default: the one-minute preset's learning rate"
     )

@@ -2,7 +2,7 @@
 
     python -m recipe.piper import VOICE.onnx --output_dir DIR [--config VOICE.onnx.json] [--no_check]
     python -m recipe.piper import VOICE.ckpt --config VOICE.onnx.json --output_dir DIR   # a Piper training checkpoint
-    python -m recipe.piper warmup DIR --dataset_name DATA --output_dir WARM [--steps 300]
+    python -m recipe.piper warmup DIR --dataset_name DATA --output_dir WARM [--steps 400]
 
 `DIR` is then a model folder like any other: `run_finetune.py --model_name_or_path DIR`, `recipe.compare`, resume.
 Needs the `piper` extra (`pip install -e ".[piper]"`).
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     warmup.add_argument("--dataset_format", default="auto", help="auto | hub | common_voice | ljspeech")
     warmup.add_argument("--output_dir", required=True, help="the warmed-up model folder to write (new or empty)")
-    warmup.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    warmup.add_argument("--learning_rate", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    warmup.add_argument("--steps", type=int, default=400, help="optimizer steps (default 400)")
+    warmup.add_argument("--learning_rate", type=float, default=6e-4, help="AdamW learning rate (default 6e-4)")
     warmup.add_argument("--batch_size", type=int, default=8, help="utterances per step (default 8)")
     warmup.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
