@@ -93,13 +93,17 @@ def run_warmup(args, parser) -> dict:
     report["warmup"]["dataset_name"] = args.dataset_name
     staging = f"{args.output_dir.rstrip(os.sep)}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    vits.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    with open(os.path.join(staging, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if os.path.isdir(args.output_dir):
-        os.rmdir(args.output_dir)
-    os.replace(staging, args.output_dir)
+    try:
+        vits.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        with open(os.path.join(staging, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+        if os.path.isdir(args.output_dir):
+            os.rmdir(args.output_dir)  # empty, checked above
+        os.replace(staging, args.output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the folder appears complete or not at all, as the import's
+        raise
     print(json.dumps(report["warmup"], indent=2))
     return report
 

@@ -128,32 +128,15 @@ class PiperPhonemeTokenizer:
             ids = ids + self.id_map[phoneme] + self.id_map[PAD]
         return ids + self.id_map[EOS]
 
+    def model_text(self, text: str) -> str:
+        """The text as the model's data keeps it: as written (stripped), since synthesis phonemizes it again."""
+        return text.strip()
+
     def encode_with_dropped(self, text: str) -> tuple[str, list[int], Counter, int]:
-        """`(text, ids, phonemes missing from the id map, number of phonemes)`; the sentences' ids are concatenated,
-        as Piper's training does. The text is returned as it is (stripped): it is what synthesis phonemizes again."""
+        """`(model_text(text), ids, phonemes missing from the id map, number of phonemes)`; the sentences' ids are
+        concatenated, as Piper's training does."""
         dropped, ids, num_phonemes = Counter(), [], 0
         for sentence in self.phonemize_sentences(text):
             ids.extend(self.sentence_ids(sentence, dropped))
             num_phonemes += len(sentence)
-        return text.strip(), ids, dropped, num_phonemes
-
-    def __call__(self, text, return_tensors: str | None = None, **_):
-        texts = [text] if isinstance(text, str) else list(text)
-        encoded = [self.encode_with_dropped(item)[1] for item in texts]
-        if return_tensors is None:
-            batch = {"input_ids": encoded[0] if isinstance(text, str) else encoded}
-            batch["attention_mask"] = (
-                [1] * len(encoded[0]) if isinstance(text, str) else [[1] * len(ids) for ids in encoded]
-            )
-            return batch
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors={return_tensors!r}: only 'pt' is supported")
-        import torch
-
-        length = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self.model_text(text), ids, dropped, num_phonemes

@@ -72,8 +72,8 @@ def normalize_text(text: str, tokenizer) -> str:
         `str`: for a character vocabulary, the lowercased text with every character outside the vocabulary removed
         (phonemes when the tokenizer phonemizes).
     """
-    if hasattr(tokenizer, "encode_with_dropped"):  # a tokenizer of its own (Piper phonemes): it says what it reads
-        return tokenizer.encode_with_dropped(text)[0]
+    if hasattr(tokenizer, "model_text"):  # a tokenizer of its own (Piper phonemes): it says what it reads
+        return tokenizer.model_text(text)
     plain = _without_uroman(tokenizer)
     normalized, _ = plain.prepare_for_tokenization(pre_vocabulary_text(text, tokenizer))
     return normalized

@@ -727,14 +727,18 @@ def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
         recipe.data._speaker_with_most_audio(split, _settings(), None)
 
 
-@pytest.mark.parametrize("layout", ["ljspeech", "common_voice"])
-def test_metadata_with_a_byte_order_mark_keeps_its_first_clip(tmp_path, tokenizer, model_config, layout):
+def four_clip_copy(tmp_path, layout: str):
+    """A 4-clip copy of the demo in `layout` and its metadata file (LJSpeech's metadata.csv, Common Voice's train.tsv)."""
     if layout == "ljspeech":
         dataset = ljspeech_copy(tmp_path / "lj", 4)
-        metadata = dataset / "metadata.csv"
-    else:
-        dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
-        metadata = dataset / "train.tsv"
+        return dataset, dataset / "metadata.csv"
+    dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
+    return dataset, dataset / "train.tsv"
+
+
+@pytest.mark.parametrize("layout", ["ljspeech", "common_voice"])
+def test_metadata_with_a_byte_order_mark_keeps_its_first_clip(tmp_path, tokenizer, model_config, layout):
+    dataset, metadata = four_clip_copy(tmp_path, layout)
     metadata.write_bytes(b"\xef\xbb\xbf" + metadata.read_bytes())  # what Notepad and Excel save as "UTF-8"
     features, report = prepare_datasets(
         data_args(dataset, tmp_path, eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
@@ -746,12 +750,7 @@ def test_metadata_with_a_byte_order_mark_keeps_its_first_clip(tmp_path, tokenize
 
 @pytest.mark.parametrize("layout", ["ljspeech", "common_voice"])
 def test_metadata_in_another_encoding_names_the_file_and_line(tmp_path, tokenizer, model_config, layout):
-    if layout == "ljspeech":
-        dataset = ljspeech_copy(tmp_path / "lj", 4)
-        metadata = dataset / "metadata.csv"
-    else:
-        dataset = common_voice_copy(tmp_path / "cv", train_count=3, dev_count=1)
-        metadata = dataset / "train.tsv"
+    dataset, metadata = four_clip_copy(tmp_path, layout)
     text = metadata.read_text(encoding="utf-8")
     # Latin-1 has "ç", "ê", "î", "û" but not "ş" (written as "?"): the first line with one of them is the one named
     line = next(n for n, content in enumerate(text.splitlines(), 1) if any(c in content for c in "çêîû"))

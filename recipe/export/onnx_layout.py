@@ -17,6 +17,7 @@ from ..piper_tokenizer import PIPER_CONFIG_NAME
 from .errors import ExportError
 from .graph import set_metadata
 from .phonemes import is_phoneme_tokenizer
+from .readme import python_heredoc
 
 GRAPH_FILE = "model.onnx"
 WITH_LENGTHS = True
@@ -144,11 +145,7 @@ def usage(spec: dict) -> str:
             + ("`piper-tts`" if is_phoneme_tokenizer(spec["tokenizer"]) else "`transformers`")
             + " and `soundfile` installed:",
             "",
-            "```bash",
-            "python - <<'EOF'",
-            script.rstrip("\n"),
-            "EOF",
-            "```",
+            *python_heredoc(script),
             "",
             "- Inputs: `input` (batch, tokens) int64 ids, `input_lengths` (batch,), `scales` = noise scale, length "
             "scale (1 / speaking rate), duration-noise scale"

@@ -45,6 +45,11 @@ def _check_section(check: dict, command: str) -> list[str]:
     return lines
 
 
+def python_heredoc(script: str) -> list[str]:
+    """README lines that run `script` with `python - <<'EOF'` in a bash block."""
+    return ["```bash", "python - <<'EOF'", script.rstrip("\n"), "EOF", "```"]
+
+
 def write_readme(
     folder: str,
     *,

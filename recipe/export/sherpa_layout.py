@@ -28,6 +28,7 @@ from .characters import character_vocabulary, describe
 from .errors import ExportError
 from .graph import read_metadata, set_metadata
 from .phonemes import is_phoneme_tokenizer, phonemizer, phonemizer_settings, sherpa_tokens
+from .readme import python_heredoc
 
 GRAPH_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
@@ -228,11 +229,7 @@ def usage(spec: dict) -> str:
         + (", and `piper-tts` for its espeak-ng phonemizer" if spec["phonemizer"] else "")
         + "):",
         "",
-        "```bash",
-        "python - <<'EOF'",
-        script.rstrip("\n"),
-        "EOF",
-        "```",
+        *python_heredoc(script),
         "",
         "sherpa-onnx's other front ends (its C++ command line, Android, iOS) load the same two files "
         "(`--vits-model=model.onnx --vits-tokens=tokens.txt`); the export checks the Python API.",
