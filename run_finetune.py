@@ -376,17 +376,20 @@ def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: 
     logger.info(f"Pushed to https://huggingface.co/{repo_id}")
 
 
-def _close_process_group() -> None:
-    """End the distributed process group before exiting after a stop: left to the interpreter's teardown, gloo's
-    threads were seen to abort the process ("terminate called without an active exception", exit -6 instead of 143)
-    after the checkpoint was saved."""
+def exit_after_stop(status: int) -> None:
+    """Leave at once after a stop under several processes, once everything is saved and printed.
+
+    Left to the interpreter's teardown, gloo's threads were seen to abort the process ("terminate called without an
+    active exception", exit -6 instead of 143) after the checkpoint was saved, also after `destroy_process_group`:
+    `os._exit` skips those destructors. Only used by the command, never when `cli` is called in-process.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except RuntimeError as error:  # the other process may be gone already: say so, the checkpoint is saved
-            logger.warning(f"Closing the process group after the stop failed: {error}")
+    if status >= 128 and dist.is_available() and dist.is_initialized():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -408,7 +411,6 @@ def cli(argv: list[str] | None = None) -> int:
                 print(f"{stop}. To resume:\n    {resume_command(argv, stop.checkpoint)}", flush=True)
             else:
                 print(f"{stop}.", flush=True)
-        _close_process_group()
         return stop.exit_code
     except ForcedStop as stop:
         # the handler logged it; the checkpoints already complete in output_dir are kept
@@ -424,4 +426,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    status = cli()
+    exit_after_stop(status)
+    sys.exit(status)
