@@ -12,6 +12,12 @@ int8`, each format's int8 export against its float one: size, real-time factor, 
 
 The imported Piper voice (en_US-joe-medium, from the `real-voice` extra) is measured too when the recipe can import
 Piper voices (`python -m recipe.piper import`); otherwise the JSON says it was skipped and why.
+
+`--model_dir` measures a model folder of your own as well, e.g. the README demo's Kurmanji voice, whose precomposed
+letters Piper's text mode decomposes (sentences without `.` `:` `?` `!`, at which sherpa-onnx splits the text):
+
+    python benchmarks/export_parity.py --skip_random --skip_joe --model_dir outputs/demo \
+        --model_text "Roj baş tu çawa yî" "Îro hewa pir xweş e" "Çima Şêrîn ji Gundê Hûr hat"
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from recipe.audio import SpectrogramConfig  # noqa: E402
 from recipe.evaluation import amplitude_stats, mel_cepstral_distortion  # noqa: E402
 from recipe.export import FORMATS, export_voice  # noqa: E402
 from recipe.export.check import compare, reference_waveform  # noqa: E402
+from recipe.export.exporter import default_check_text  # noqa: E402
 from recipe.voices import load_tokenizer, load_voice  # noqa: E402
 
 # single sentences (sherpa-onnx synthesizes each sentence on its own), lower case, letters of the vocabulary below
@@ -199,21 +206,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
     parser.add_argument("--quantize", choices=["int8"], help="also measure each format's int8 export")
     parser.add_argument("--runs", type=int, default=3, help="timed repetitions; the fastest counts")
+    parser.add_argument("--skip_random", action="store_true", help="do not measure the random model")
     parser.add_argument("--skip_joe", action="store_true", help="do not measure the imported Joe voice")
+    parser.add_argument("--model_dir", help="also measure this model folder (e.g. outputs/demo)")
+    parser.add_argument(
+        "--model_text", nargs="+", help="its sentences (default: the export's check text for its vocabulary)"
+    )
     parser.add_argument("--joe_text", default="The quick brown fox jumps over the lazy dog.")
     parser.add_argument("--work_dir", help="where the exports go (default: a temporary folder, removed)")
     parser.add_argument("--output_json")
     args = parser.parse_args(argv)
+    if args.skip_random and args.skip_joe and not args.model_dir:
+        parser.error("nothing to measure: --skip_random and --skip_joe without --model_dir")
     torch.set_num_threads(1)
 
     work = args.work_dir or tempfile.mkdtemp(prefix="export_parity.")
     try:
-        model_dir = make_random_model(os.path.join(work, f"random-{args.model_config}"), args.model_config)
-        measured = [
-            measure_voice(
-                f"random-{args.model_config}", model_dir, args.formats, SENTENCES, args.runs, args.quantize, work
-            )
-        ]
+        measured = []
+        if not args.skip_random:
+            model_dir = make_random_model(os.path.join(work, f"random-{args.model_config}"), args.model_config)
+            name = f"random-{args.model_config}"
+            measured.append(measure_voice(name, model_dir, args.formats, SENTENCES, args.runs, args.quantize, work))
+        if args.model_dir:
+            texts = args.model_text or [default_check_text(load_tokenizer(args.model_dir))]
+            name = os.path.basename(os.path.normpath(args.model_dir))
+            measured.append(measure_voice(name, args.model_dir, args.formats, texts, args.runs, args.quantize, work))
         joe = {"status": "skipped: --skip_joe"}
         if not args.skip_joe:
             joe_dir, status = import_joe(work)
@@ -266,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_description(torch.device("cpu")),
         "threads": 1,
         "sentences": SENTENCES,
+        "model_dir": args.model_dir,
+        "model_text": args.model_text,
         "audio_seconds": [voice["audio_seconds"] for voice in measured],
         "results": rows,
         "int8": int8_rows,

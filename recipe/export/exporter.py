@@ -167,11 +167,11 @@ def export_voice(
         graph_path = os.path.join(staging, layout.GRAPH_FILE)
         if quantize:
             float_path = os.path.join(staging, "float32.onnx")
-            export_graph(model, float_path, with_lengths=layout.WITH_LENGTHS)
+            export_graph(model, float_path, with_lengths=layout.WITH_LENGTHS, input_stage=spec.get("input_stage"))
             quantize_int8(float_path, graph_path)
             os.remove(float_path)
         else:
-            export_graph(model, graph_path, with_lengths=layout.WITH_LENGTHS)
+            export_graph(model, graph_path, with_lengths=layout.WITH_LENGTHS, input_stage=spec.get("input_stage"))
         layout.write(staging, spec)
         waveform = layout.load_runtime(staging, num_threads=1)(runtime_text, speaker_id)
         check = {

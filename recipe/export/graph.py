@@ -37,16 +37,21 @@ class VitsInferenceGraph(nn.Module):
     Args:
         model (`VitsModel`): the voice, in eval mode; its modules are used as they are.
         with_lengths (`bool`, *optional*, defaults to `False`): also return each item's number of valid samples.
+        input_stage (`nn.Module`, *optional*): maps the runtime's `(input_ids, input_lengths)` to the model's before
+            the text encoder (`recipe.export.composition.ComposeLetters` for Piper's text mode).
     """
 
-    def __init__(self, model, with_lengths: bool = False):
+    def __init__(self, model, with_lengths: bool = False, input_stage: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.with_lengths = with_lengths
+        self.input_stage = input_stage
         self.hop_length = int(math.prod(model.config.upsample_rates))
 
     def forward(self, input_ids, input_lengths, scales, sid=None):
         model = self.model
+        if self.input_stage is not None:
+            input_ids, input_lengths = self.input_stage(input_ids, input_lengths)
         noise_scale, length_scale, duration_noise_scale = scales[0], scales[1], scales[2]
         batch_size, num_tokens = input_ids.shape
         token_mask = torch.arange(num_tokens, device=input_ids.device).unsqueeze(0) < input_lengths.unsqueeze(1)
@@ -117,7 +122,7 @@ def _example_inputs(model) -> tuple:
     return input_ids, input_lengths, scales
 
 
-def export_graph(model, path: str, with_lengths: bool = False) -> None:
+def export_graph(model, path: str, with_lengths: bool = False, input_stage: nn.Module | None = None) -> None:
     """Write `model`'s inference graph to `path` (ONNX, opset `ONNX_OPSET`, dynamic batch and lengths).
 
     Args:
@@ -126,10 +131,11 @@ def export_graph(model, path: str, with_lengths: bool = False) -> None:
         path (`str`): the `.onnx` file to write.
         with_lengths (`bool`, *optional*, defaults to `False`): add the `output_lengths` output (the generic `onnx`
             format; Piper reads a second output as alignments, so its graph has none).
+        input_stage (`nn.Module`, *optional*): see `VitsInferenceGraph`.
     """
     model.eval()
     fold_parametrizations(model)
-    graph = VitsInferenceGraph(model, with_lengths=with_lengths).eval()
+    graph = VitsInferenceGraph(model, with_lengths=with_lengths, input_stage=input_stage).eval()
     inputs = _example_inputs(model)
     input_names = list(INPUT_NAMES) + ([SPEAKER_INPUT] if len(inputs) == 4 else [])
     output_names = ["output"] + (["output_lengths"] if with_lengths else [])

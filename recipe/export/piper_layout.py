@@ -7,9 +7,12 @@ ids, the whole between the start `^` and end `$` ids. With `_` -> `[0]` (the bla
 `^`, `$` -> `[]`, that is exactly `VitsTokenizer`'s `[0, c1, 0, c2, ..., 0]`, and the map holds every character the
 model keeps (upper case included, see `recipe.export.characters`).
 
-What the text mode cannot express, and is refused with the letters named: a precomposed letter of the vocabulary
-that NFD splits (`ç` -> `c` + U+0327: Piper would send two ids where the model has one), and `^` / `$` (or a `_`
-that is not the blank) as letters of the vocabulary, since Piper reserves them.
+A precomposed letter of the vocabulary that NFD splits (`ç` -> `c` + U+0327) reaches the graph as Piper sends it,
+`c`, blank, cedilla, blank: the map gives the cedilla an id of its own, and the graph's first stage
+(`recipe.export.composition.ComposeLetters`) puts the model's one id of `ç` back before the text encoder.
+
+What the text mode cannot express, and is refused with the symbols named: `^` / `$` (or a `_` that is not the
+blank) as letters of the vocabulary, since Piper reserves them.
 
 An imported Piper voice (espeak phonemes) gets its own Piper config back, with the model's rate, symbols, speakers
 and sampling settings (`recipe.export.phonemes`).
@@ -25,6 +28,7 @@ import unicodedata
 import numpy as np
 
 from .characters import character_vocabulary, describe
+from .composition import ComposeLetters, letter_composition
 from .errors import ExportError
 from .phonemes import is_phoneme_tokenizer, piper_voice_config
 
@@ -36,23 +40,14 @@ REQUIRES = ("onnx", "onnxruntime", "piper")
 PAD, BOS, EOS = "_", "^", "$"
 
 
-def piper_id_map(vocabulary) -> dict[str, list[int]]:
-    """Piper's `phoneme_id_map` for a `CharacterVocabulary`, or the reason why there is none.
+def piper_id_map(vocabulary, composition=None) -> dict[str, list[int]]:
+    """Piper's `phoneme_id_map` for a `CharacterVocabulary`: every character Piper may send (it decomposes the text
+    first, so no character that NFD changes) -> the model's id, plus the code points of `composition` (the marks of
+    the vocabulary's precomposed letters) -> their new ids.
 
     Raises:
-        `ExportError` naming the vocabulary's letters that NFD splits, and those Piper reserves.
+        `ExportError` naming the vocabulary's letters that Piper reserves.
     """
-    split = [char for char in vocabulary.ids if unicodedata.normalize("NFD", char) != char]
-    if split:
-        decomposed = ", ".join(
-            f"{char} -> {' + '.join(f'U+{ord(part):04X}' for part in unicodedata.normalize('NFD', char))}"
-            for char in sorted(split)
-        )
-        raise ExportError(
-            f"Piper's text mode cannot express this vocabulary: it splits text into NFD code points, so these "
-            f"precomposed letters would reach the model as two ids instead of their own one: {describe(split)} "
-            f"({decomposed}). Export to sherpa-onnx or onnx instead, which keep them."
-        )
     pad_ids = [vocabulary.blank_id] if vocabulary.add_blank else []
     reserved = [char for char in (BOS, EOS) if char in vocabulary.ids]
     if PAD in vocabulary.ids and [vocabulary.ids[PAD]] != pad_ids:
@@ -64,15 +59,18 @@ def piper_id_map(vocabulary) -> dict[str, list[int]]:
         )
     id_map = {PAD: pad_ids, BOS: [], EOS: []}
     for char, index in sorted(vocabulary.runtime_ids.items(), key=lambda item: (item[1], item[0])):
-        # Piper never sees a character that NFD changes (it decomposes the text first): no entry needed
         if unicodedata.normalize("NFD", char) == char:
+            id_map[char] = [index]
+    if composition is not None:
+        for char, index in composition.extra_ids.items():
             id_map[char] = [index]
     return id_map
 
 
 def prepare(model, tokenizer) -> dict:
     """What the folder needs: `voice_config` (the `voice.onnx.json`), `uroman`, `num_speakers`, `phonemes` (an
-    imported Piper voice, whose own config is written back).
+    imported Piper voice, whose own config is written back) and `input_stage` (the graph's first stage, `None` when
+    Piper's ids are the model's).
 
     Raises:
         `ExportError` for a vocabulary Piper's text mode cannot express (see `piper_id_map`), or a tokenizer that is
@@ -86,15 +84,18 @@ def prepare(model, tokenizer) -> dict:
             "uroman": False,
             "num_speakers": num_speakers,
             "phonemes": True,
+            "input_stage": None,
         }
     vocabulary = character_vocabulary(tokenizer)
+    composition = letter_composition(vocabulary, int(config.vocab_size))
     voice_config = {
         "audio": {"sample_rate": int(config.sampling_rate)},
         # Piper requires the key; the text mode does not use espeak
         "espeak": {"voice": vocabulary.language},
         "language": {"code": vocabulary.language},
         "phoneme_type": "text",
-        "num_symbols": int(config.vocab_size),
+        # the ids the graph reads: the vocabulary's, and those of the marks it composes into letters
+        "num_symbols": composition.num_ids if composition else int(config.vocab_size),
         "num_speakers": num_speakers,
         "speaker_id_map": {str(speaker): speaker for speaker in range(num_speakers)} if num_speakers > 1 else {},
         # the model's own sampling settings, so that Piper sounds like `VitsModel` with its defaults
@@ -104,9 +105,15 @@ def prepare(model, tokenizer) -> dict:
             "noise_w": float(config.noise_scale_duration),
         },
         "hop_length": int(math.prod(config.upsample_rates)),
-        "phoneme_id_map": piper_id_map(vocabulary),
+        "phoneme_id_map": piper_id_map(vocabulary, composition),
     }
-    return {"voice_config": voice_config, "uroman": vocabulary.uroman, "num_speakers": num_speakers, "phonemes": False}
+    return {
+        "voice_config": voice_config,
+        "uroman": vocabulary.uroman,
+        "num_speakers": num_speakers,
+        "phonemes": False,
+        "input_stage": ComposeLetters(composition, vocabulary.add_blank) if composition else None,
+    }
 
 
 def write(folder: str, spec: dict) -> None:
@@ -182,6 +189,12 @@ def usage(spec: dict) -> str:
             "speaks their base letter, and reads `_`, `^`, `$` in the text as its pad / start / end symbols (each "
             "adds a blank)."
         )
+        if spec["input_stage"] is not None:
+            lines.append(
+                "- Precomposed letters of the vocabulary reach the graph decomposed (`ç` as `c`, then U+0327): "
+                "`phoneme_id_map` gives their combining marks ids past the vocabulary, and the graph composes each "
+                "letter's one id again before the text encoder."
+            )
     if spec["uroman"]:
         lines.append(
             "- The model reads romanized text (`is_uroman`): `uroman` (installed with this recipe) romanizes it "
