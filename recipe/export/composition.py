@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .characters import describe
+from .errors import ExportError
+
 DROP = -1  # `final_ids` value: delete the token (and the blank before it)
 
 
@@ -46,53 +49,73 @@ class LetterComposition:
     max_steps: int
 
 
-def split_letters(vocabulary) -> list[str]:
-    """The vocabulary's letters that NFD changes (Piper never sends them whole)."""
-    return sorted(char for char in vocabulary.ids if unicodedata.normalize("NFD", char) != char)
+def split_letters(vocabulary) -> dict[str, int]:
+    """The characters the model keeps (`runtime_ids`, upper case included) that Piper cannot read on its own: NFD
+    splits them, and the ids of their parts that Piper would send (skipping what its map lacks) are not the model's
+    one id. `İ` -> `I` + U+0307 with only `i` in the vocabulary reads right without help (the dot is skipped);
+    `ç` -> `c` + U+0327 does not."""
+    sent_ids = {
+        char: index for char, index in vocabulary.runtime_ids.items() if unicodedata.normalize("NFD", char) == char
+    }
+    split = {}
+    for char, index in vocabulary.runtime_ids.items():
+        decomposition = unicodedata.normalize("NFD", char)
+        if decomposition != char and [sent_ids[part] for part in decomposition if part in sent_ids] != [index]:
+            split[char] = index
+    return split
 
 
 def letter_composition(vocabulary, vocab_size: int) -> LetterComposition | None:
-    """The `LetterComposition` of a `CharacterVocabulary` (`recipe.export.characters`), `None` when no letter of it
-    is split by NFD.
+    """The `LetterComposition` of a `CharacterVocabulary` (`recipe.export.characters`), `None` when Piper reads
+    every character the model keeps without help (see `split_letters`).
 
     Args:
-        vocabulary (`CharacterVocabulary`): the model's characters and `runtime_ids` (the ids of the characters Piper
-            may send, upper case included).
+        vocabulary (`CharacterVocabulary`): the model's characters and `runtime_ids` (every character the model
+            keeps -> its id, upper case included).
         vocab_size (`int`): the model's `vocab_size`; new ids start there.
+
+    Raises:
+        `ExportError` when two letters that Piper sends alike are different letters for the model (no vocabulary
+        seen so far has such a pair).
     """
-    letters = split_letters(vocabulary)
-    if not letters:
+    split = split_letters(vocabulary)
+    if not split:
         return None
     sent_ids = {
         char: index for char, index in vocabulary.runtime_ids.items() if unicodedata.normalize("NFD", char) == char
     }
+    decompositions = {char: unicodedata.normalize("NFD", char) for char in sorted(split)}
     extra_ids: dict[str, int] = {}
-    decompositions = {letter: unicodedata.normalize("NFD", letter) for letter in letters}
     for decomposition in decompositions.values():
-        for char in decomposition:
-            if char not in sent_ids and char not in extra_ids:
-                extra_ids[char] = vocab_size + len(extra_ids)
+        for part in decomposition:
+            if part not in sent_ids and part not in extra_ids:
+                extra_ids[part] = vocab_size + len(extra_ids)
     piper_ids = {**sent_ids, **extra_ids}
 
-    # every prefix of a decomposition is a state: a vocabulary letter's id when NFC makes one of it, else a new id
-    prefix_ids: dict[str, int] = {}
+    # A letter composes one code point at a time: each step goes from the letter so far to the letter with the next
+    # code point, a letter the model keeps (its id) or one on the way that it lacks (a new id).
     final_ids: dict[int, int] = {index: DROP for index in extra_ids.values()}
     next_id = vocab_size + len(extra_ids)
     steps: dict[tuple[int, int], int] = {}
-    for decomposition in sorted(decompositions.values(), key=len):
-        prefix_ids.setdefault(decomposition[0], piper_ids[decomposition[0]])
+    for decomposition in sorted(decompositions.values(), key=lambda text: (len(text), text)):
+        state = piper_ids[decomposition[0]]
         for end in range(2, len(decomposition) + 1):
-            prefix = decomposition[:end]
-            if prefix not in prefix_ids:
-                letter = unicodedata.normalize("NFC", prefix)
-                if letter in vocabulary.ids:
-                    prefix_ids[prefix] = vocabulary.ids[letter]
-                else:
-                    prefix_ids[prefix] = next_id
-                    # an unfinished letter is read as the longest part of it the model has (its base letter)
-                    final_ids[next_id] = final_ids.get(prefix_ids[prefix[:-1]], prefix_ids[prefix[:-1]])
-                    next_id += 1
-            steps[(prefix_ids[prefix[:-1]], piper_ids[prefix[-1]])] = prefix_ids[prefix]
+            key = (state, piper_ids[decomposition[end - 1]])
+            target = vocabulary.runtime_ids.get(unicodedata.normalize("NFC", decomposition[:end]))
+            if key in steps:
+                if target is not None and steps[key] != target:
+                    raise ExportError(
+                        "Piper's text mode cannot express this vocabulary: it sends "
+                        f"{describe([unicodedata.normalize('NFC', decomposition[:end])])} like another letter the "
+                        "model reads differently. Export to sherpa-onnx or onnx instead."
+                    )
+            else:
+                if target is None:
+                    # a letter on the way that the model lacks is read as the longest part of it the model has
+                    target, next_id = next_id, next_id + 1
+                    final_ids[target] = final_ids.get(state, state)
+                steps[key] = target
+            state = steps[key]
     return LetterComposition(
         extra_ids=extra_ids,
         steps=steps,
