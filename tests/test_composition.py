@@ -69,6 +69,18 @@ def test_letters_of_several_marks_compose_left_to_right(tmp_path):
         assert composed(stage, [piper_ids(text, id_map)]) == [encode_text(text, tokenizer)[1]], text
 
 
+@pytest.mark.parametrize("vocabulary", [KURMANJI, VIETNAMESE_LIKE], ids=["kurmanji", "vietnamese-like"])
+def test_random_texts_of_what_the_model_keeps(tmp_path, vocabulary):
+    tokenizer = tokenizer_for(tmp_path, vocabulary)
+    stage, id_map = stage_and_map(tokenizer)
+    alphabet = sorted(char for char in character_vocabulary(tokenizer).runtime_ids if not char.isspace()) + [" "] * 4
+    generator = np.random.default_rng(0)
+    # stripped: the tokenizer strips the ends of a text, Piper's API does not (its command does)
+    texts = ["".join(generator.choice(alphabet, size=generator.integers(1, 12))).strip() or "a" for _ in range(200)]
+    rows = [piper_ids(text, id_map) for text in texts]
+    assert composed(stage, rows) == [encode_text(text, tokenizer)[1] for text in texts]
+
+
 def test_what_composes_into_no_letter_is_read_as_piper_reads_it(tmp_path):
     tokenizer = tokenizer_for(tmp_path, VIETNAMESE_LIKE)
     stage, id_map = stage_and_map(tokenizer)
