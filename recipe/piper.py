@@ -86,10 +86,13 @@ def run_warmup(args, parser) -> dict:
         report = json.load(handle)
     texts = source_texts(DataArguments(dataset_name=args.dataset_name, dataset_format=args.dataset_format))
     vits, tokenizer = load_voice(args.model), load_tokenizer(args.model)
-    report["warmup"] = warm_up_from_own_synthesis(
-        vits, tokenizer, texts, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        seed=args.seed,
-    )  # fmt: skip
+    try:
+        report["warmup"] = warm_up_from_own_synthesis(
+            vits, tokenizer, texts, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
+            seed=args.seed,
+        )  # fmt: skip
+    except ValueError as error:
+        parser.exit(2, f"error: {error} Nothing was written.\n")
     report["warmup"]["dataset_name"] = args.dataset_name
     staging = f"{args.output_dir.rstrip(os.sep)}.partial"
     shutil.rmtree(staging, ignore_errors=True)

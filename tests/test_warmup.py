@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsModel, set_seed
@@ -42,3 +43,15 @@ def test_warm_up_learns_the_posterior_and_leaves_inference_untouched():
         assert torch.equal(value, before[name]), f"{name} moved"
     assert any(not torch.equal(vits.state_dict()[n], before[n]) for n in before if n.startswith("posterior_encoder."))
     assert all(parameter.requires_grad for parameter in vits.parameters())
+
+
+def test_a_warm_up_that_does_not_lower_the_posterior_loss_is_an_error():
+    set_seed(0)
+    vits = VitsModel(make_tiny_config())
+    tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
+    # a learning rate the random posterior encoder diverges at (measured: 3e5 -> 5e7)
+    with pytest.raises(ValueError, match=r"did not lower the posterior loss .* of 8 steps at learning rate 1\b"):
+        warm_up_from_own_synthesis(vits, tokenizer, TEXTS, steps=8, learning_rate=1.0, batch_size=3)
+    # one step cannot show a fall: the first and the last loss are the same step's
+    with pytest.raises(ValueError, match=r"of 1 steps at learning rate 0.0006"):
+        warm_up_from_own_synthesis(vits, tokenizer, TEXTS, steps=1, batch_size=3)
