@@ -357,7 +357,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--second_voice_seconds", type=float, default=60.0)
     parser.add_argument("--warmup_steps", type=int, default=400)
     parser.add_argument("--finetune_steps", type=int, default=60)
-    parser.add_argument("--second_steps", type=int, default=80)
+    parser.add_argument(
+        "--second_steps", type=int, default=None, help="default: the one-minute preset's own max_steps (300)"
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--warmup_learning_rate", type=float, default=6e-4)
     parser.add_argument(
@@ -440,8 +442,7 @@ def main(argv=None) -> dict:
                 os.path.join(REPO, "configs", "one_minute_voice.json"),
                 "--discriminator",
                 "none",
-                "--max_steps",
-                str(args.second_steps),
+                *(["--max_steps", str(args.second_steps)] if args.second_steps else []),
                 "--eval_fraction",
                 "0.1",
                 *(["--learning_rate", str(args.second_learning_rate)] if args.second_learning_rate else []),
