@@ -49,14 +49,19 @@ class LetterComposition:
     max_steps: int
 
 
+def sendable_ids(vocabulary) -> dict[str, int]:
+    """The characters the model keeps that Piper can send as they are (NFD leaves them alone) -> the model's ids."""
+    return {
+        char: index for char, index in vocabulary.runtime_ids.items() if unicodedata.normalize("NFD", char) == char
+    }
+
+
 def split_letters(vocabulary) -> dict[str, int]:
     """The characters the model keeps (`runtime_ids`, upper case included) that Piper cannot read on its own: NFD
     splits them, and the ids of their parts that Piper would send (skipping what its map lacks) are not the model's
     one id. `İ` -> `I` + U+0307 with only `i` in the vocabulary reads right without help (the dot is skipped);
     `ç` -> `c` + U+0327 does not."""
-    sent_ids = {
-        char: index for char, index in vocabulary.runtime_ids.items() if unicodedata.normalize("NFD", char) == char
-    }
+    sent_ids = sendable_ids(vocabulary)
     split = {}
     for char, index in vocabulary.runtime_ids.items():
         decomposition = unicodedata.normalize("NFD", char)
@@ -81,9 +86,7 @@ def letter_composition(vocabulary, vocab_size: int) -> LetterComposition | None:
     split = split_letters(vocabulary)
     if not split:
         return None
-    sent_ids = {
-        char: index for char, index in vocabulary.runtime_ids.items() if unicodedata.normalize("NFD", char) == char
-    }
+    sent_ids = sendable_ids(vocabulary)
     decompositions = {char: unicodedata.normalize("NFD", char) for char in sorted(split)}
     extra_ids: dict[str, int] = {}
     for decomposition in decompositions.values():

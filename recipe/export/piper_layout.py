@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import unicodedata
 
 import numpy as np
 
 from .characters import character_vocabulary, describe
-from .composition import ComposeLetters, letter_composition
+from .composition import ComposeLetters, letter_composition, sendable_ids
 from .errors import ExportError
 from .phonemes import is_phoneme_tokenizer, piper_voice_config
 
@@ -58,9 +57,8 @@ def piper_id_map(vocabulary, composition=None) -> dict[str, list[int]]:
             "end symbols, and the model reads them as letters. Export to sherpa-onnx or onnx instead."
         )
     id_map = {PAD: pad_ids, BOS: [], EOS: []}
-    for char, index in sorted(vocabulary.runtime_ids.items(), key=lambda item: (item[1], item[0])):
-        if unicodedata.normalize("NFD", char) == char:
-            id_map[char] = [index]
+    for char, index in sorted(sendable_ids(vocabulary).items(), key=lambda item: (item[1], item[0])):
+        id_map[char] = [index]
     if composition is not None:
         for char, index in composition.extra_ids.items():
             id_map[char] = [index]
