@@ -192,7 +192,7 @@ def warm_up_from_own_synthesis(
         "duration_nll_last": sum(h[1] for h in history[-window:]) / window,
     }
     # Against the untouched encoder's loss, not the first window's: a too-large first step spikes the loss (measured
-    # on the Joe voice: 67 -> 3500 at the second of 10 steps, ending at 115), and the spike would hide it. After 2
+    # on the Joe voice: 48 -> 3500 at the second of 10 steps, ending at 115), and the spike would hide it. After 2
     # such steps the fine-tune logged a KL of 5e30.
     if not report["posterior_loss_last"] < report["posterior_loss_start"]:
         raise ValueError(
