@@ -197,9 +197,8 @@ def warm_up_from_own_synthesis(
     if not report["posterior_loss_last"] < report["posterior_loss_start"]:
         raise ValueError(
             f"The warm-up did not lower the posterior loss ({report['posterior_loss_start']:.4g} at the start, "
-            f"{report['posterior_loss_last']:.4g} at the end of {steps} steps at learning rate {learning_rate:g}): the "
-            "posterior "
-            "encoder is not ready to fine-tune from. Use more steps (400 at 6e-4 measured on the Joe voice) or a lower "
-            "learning rate."
+            f"{report['posterior_loss_last']:.4g} at the end of {steps} steps at learning rate {learning_rate:g}): "
+            "the posterior encoder is not ready to fine-tune from. Use more steps (400 at 6e-4 measured on the Joe "
+            "voice) or a lower learning rate."
         )
     return report

@@ -27,11 +27,7 @@ from transformers import VitsModel, VitsTokenizer  # noqa: E402
 
 from recipe.continuation import write_lineage  # noqa: E402
 from recipe.evaluation import synthesize  # noqa: E402
-from recipe.export import (  # noqa: E402
-    ExportError,
-    export_voice,
-    piper_layout,  # noqa: E402
-)
+from recipe.export import ExportError, export_voice, piper_layout  # noqa: E402
 from recipe.export.characters import character_vocabulary  # noqa: E402
 from recipe.export.check import MAX_ABS_DIFFERENCE  # noqa: E402
 from recipe.export.dependencies import require  # noqa: E402

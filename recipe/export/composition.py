@@ -56,18 +56,18 @@ def sendable_ids(vocabulary) -> dict[str, int]:
     }
 
 
-def split_letters(vocabulary) -> dict[str, int]:
+def split_letters(vocabulary) -> list[str]:
     """The characters the model keeps (`runtime_ids`, upper case included) that Piper cannot read on its own: NFD
     splits them, and the ids of their parts that Piper would send (skipping what its map lacks) are not the model's
     one id. `İ` -> `I` + U+0307 with only `i` in the vocabulary reads right without help (the dot is skipped);
     `ç` -> `c` + U+0327 does not."""
     sent_ids = sendable_ids(vocabulary)
-    split = {}
-    for char, index in vocabulary.runtime_ids.items():
-        decomposition = unicodedata.normalize("NFD", char)
-        if decomposition != char and [sent_ids[part] for part in decomposition if part in sent_ids] != [index]:
-            split[char] = index
-    return split
+    return sorted(
+        char
+        for char, index in vocabulary.runtime_ids.items()
+        if unicodedata.normalize("NFD", char) != char
+        and [sent_ids[part] for part in unicodedata.normalize("NFD", char) if part in sent_ids] != [index]
+    )
 
 
 def letter_composition(vocabulary, vocab_size: int) -> LetterComposition | None:
@@ -87,7 +87,7 @@ def letter_composition(vocabulary, vocab_size: int) -> LetterComposition | None:
     if not split:
         return None
     sent_ids = sendable_ids(vocabulary)
-    decompositions = {char: unicodedata.normalize("NFD", char) for char in sorted(split)}
+    decompositions = {char: unicodedata.normalize("NFD", char) for char in split}
     extra_ids: dict[str, int] = {}
     for decomposition in decompositions.values():
         for part in decomposition:
