@@ -25,31 +25,31 @@ import transformers
 from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
 from recipe import voices
-from recipe.arguments import ArgumentsError, RecipeArgumentParser
 from recipe.audio import SpectrogramConfig
-from recipe.callbacks import (
-    AmplitudeMonitorCallback,
-    AudioSamplesCallback,
-    ProgressCallback,
-    reference_rms_from_dataset,
-)
-from recipe.collator import VitsDataCollator
-from recipe.config import ModelArguments
-from recipe.continuation import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
-from recipe.data import prepare_datasets
-from recipe.discriminator import DiscriminatorConfig, load_discriminator
-from recipe.losses import L2SPReference
-from recipe.modeling import VitsForTraining, prepare_for_training
-from recipe.piper_tokenizer import PiperPhonemeTokenizer
-from recipe.replay import mix_replay, replay_args
-from recipe.stopping import ForcedStop, TrainingInterrupted
-from recipe.trainer import VitsTrainer
-from recipe.vocabulary import (
+from recipe.data.collator import VitsDataCollator
+from recipe.data.pipeline import prepare_datasets
+from recipe.data.replay import mix_replay, replay_args
+from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
+from recipe.model.losses import L2SPReference
+from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.model.vocabulary import (
     extend_text_embeddings,
     extend_vocabulary,
     parse_init_map,
     prepare_embeddings_for_training,
 )
+from recipe.piper.tokenizer import PiperPhonemeTokenizer
+from recipe.training.arguments import ModelArguments
+from recipe.training.callbacks import (
+    AmplitudeMonitorCallback,
+    AudioSamplesCallback,
+    ProgressCallback,
+    reference_rms_from_dataset,
+)
+from recipe.training.parser import ArgumentsError, RecipeArgumentParser
+from recipe.training.signals import ForcedStop, TrainingInterrupted
+from recipe.training.trainer import VitsTrainer
+from recipe.voices.lineage import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
 
 logger = logging.getLogger("run_finetune")
 
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: list[dict] | None = None) -> None:
-    from recipe.hub import build_model_card, push_to_hub
+    from recipe.training.hub import build_model_card, push_to_hub
 
     final_losses = {
         key[len("eval_") :]: value

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import REPO_ROOT, format_table, machine_description, write_json  # noqa: E402
 
 from recipe.audio import SpectrogramConfig  # noqa: E402
-from recipe.evaluation import amplitude_stats, mel_cepstral_distortion  # noqa: E402
+from recipe.evaluation.metrics import amplitude_stats, mel_cepstral_distortion  # noqa: E402
 from recipe.export import FORMATS, export_voice  # noqa: E402
 from recipe.export.check import compare, reference_waveform  # noqa: E402
 from recipe.export.exporter import default_check_text  # noqa: E402
@@ -119,7 +119,7 @@ def parity(waveforms: list[np.ndarray], references: list[np.ndarray]) -> dict:
 
 
 def level_and_distortion(waveforms, references, spectrogram_config, rate: int) -> dict:
-    """Mean MCD (`recipe.evaluation.mel_cepstral_distortion`) and the RMS level difference (dB) of `waveforms`
+    """Mean MCD (`recipe.evaluation.metrics.mel_cepstral_distortion`) and the RMS level difference (dB) of `waveforms`
     against `references`."""
     mcd = [mel_cepstral_distortion(w, r, spectrogram_config) for w, r in zip(waveforms, references)]
     level = [

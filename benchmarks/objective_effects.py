@@ -24,11 +24,17 @@ from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recipe.alignment import monotonic_alignment  # noqa: E402
 from recipe.audio import SpectrogramConfig, load_audio, log_mel_spectrogram  # noqa: E402
-from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator  # noqa: E402
-from recipe.losses import LossWeights, discriminator_objective, generator_objective, mel_loss, normalized_mel_loss  # noqa: E402
-from recipe.modeling import VitsForTraining, prepare_for_training  # noqa: E402
+from recipe.model.alignment import monotonic_alignment  # noqa: E402
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator  # noqa: E402
+from recipe.model.losses import (  # noqa: E402
+    LossWeights,
+    discriminator_objective,
+    generator_objective,
+    mel_loss,
+    normalized_mel_loss,
+)
+from recipe.model.training_forward import VitsForTraining, prepare_for_training  # noqa: E402
 from recipe.text import encode_text  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Throughput of the data pipeline (`recipe.data.prepare_datasets`) against the bare decode + resample + log-mel loop.
+"""Throughput of the data pipeline (`recipe.data.pipeline.prepare_datasets`) against the bare decode + resample + log-mel loop.
 
     python benchmarks/preprocess_throughput.py                         # 96 clips per format, 1 and 2 workers
     python benchmarks/preprocess_throughput.py --num_clips 200 --output_json preprocess.json
@@ -199,8 +199,8 @@ def time_bare(paths: list[str], workers: int) -> tuple[float, int]:
 
 def time_pipeline(folder: str, dataset_format: str, workers: int, cache_dir: str, tokenizer, model_config) -> tuple:
     """Seconds for `prepare_datasets` on `folder` with a fresh cache, and its report."""
-    from recipe.config import DataArguments
-    from recipe.data import prepare_datasets
+    from recipe.data.pipeline import prepare_datasets
+    from recipe.training.arguments import DataArguments
 
     data_args = DataArguments(
         dataset_name=folder,
@@ -232,7 +232,7 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
 
     On rows shaped like the pipeline's (a `--clip_seconds` clip at the model's rate, its log-mel, a demo sentence):
         - `text`: `recipe.text.encode_text_with_dropped` (normalize, tokenize, count dropped characters);
-        - `table`: `recipe.feature_table.rows_to_table` for batches of `recipe.data.FEATURE_BATCH_SIZE` clips;
+        - `table`: `recipe.data.feature_table.rows_to_table` for batches of `recipe.data.pipeline.FEATURE_BATCH_SIZE` clips;
         - `write`: writing those tables to an Arrow file as `datasets.map` does (`ArrowWriter.write_table`);
     and `pool_start_ms`, per split: `datasets.map(num_proc=2)` of a function that does nothing, less the same map in
     the main process (forks, the `multiprocess` manager, queue polling and the shard merge).
@@ -241,8 +241,8 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
     from datasets.arrow_writer import ArrowWriter
 
     from recipe.audio import SpectrogramConfig
-    from recipe.data import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, _feature_types
-    from recipe.feature_table import rows_to_table
+    from recipe.data.feature_table import rows_to_table
+    from recipe.data.pipeline import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, _feature_types
     from recipe.text import encode_text_with_dropped
 
     sentences = demo_sentences()

@@ -282,8 +282,8 @@ def reconstruction(args, results: dict) -> None:
     import torch
 
     from recipe.audio import SpectrogramConfig, linear_spectrogram
-    from recipe.evaluation import synthesize
     from recipe.voices import load_tokenizer, load_voice
+    from recipe.voices.synthesis import synthesize
 
     work = args.work_dir
     warm, imported = load_voice(os.path.join(work, "joe_warm")).eval(), load_voice(os.path.join(work, "joe_imported"))

@@ -5,8 +5,8 @@
     python benchmarks/train_throughput.py --device cuda --model_config mms --precision bf16 --batch_size 32 \\
         --steps 30 --num_workers 4 --output_json train_h100.json
 
-Each step is the sequence of calls `recipe.trainer.VitsTrainer.training_step` makes, with the real objectives:
-the generator's forward (`VitsForTraining`) and `generator_objective` (discriminator frozen, `recipe.trainer.frozen`),
+Each step is the sequence of calls `recipe.training.trainer.VitsTrainer.training_step` makes, with the real objectives:
+the generator's forward (`VitsForTraining`) and `generator_objective` (discriminator frozen, `recipe.training.trainer.frozen`),
 its backward, `discriminator_objective` on the detached audio and its backward, then gradient clipping (1.0), both
 AdamW steps, both learning-rate schedules and `zero_grad(set_to_none=True)`. The batches come from a `DataLoader`
 with `VitsDataCollator` over synthetic cached features (random speech-like audio, clip lengths uniform in
@@ -14,7 +14,7 @@ with `VitsDataCollator` over synthetic cached features (random speech-like audio
 
 Per step it reports, with the device synchronized at each boundary:
     data_wait           waiting for the DataLoader's next batch (collation included when `--num_workers 0`)
-    alignment           the monotonic alignment search (`recipe.alignment.monotonic_alignment`, timed in place)
+    alignment           the monotonic alignment search (`recipe.model.alignment.monotonic_alignment`, timed in place)
     generator           generator forward + losses + backward, less the alignment search
     discriminator       discriminator forward + loss + backward
     optimizer           clipping, both optimizer steps, schedules, zero_grad
@@ -154,7 +154,7 @@ def build_config(spec: str):
 def build_discriminator(spec: str):
     import json
 
-    from recipe.discriminator import DiscriminatorConfig, load_discriminator
+    from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
 
     if spec == "small":
         with open(TINY_DISCRIMINATOR) as handle:
@@ -195,7 +195,7 @@ def synthetic_features(config, num_clips: int, min_seconds: float, max_seconds: 
 def build_loader(rows: list[dict], args, spectrogram, pad_token_id: int):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from recipe.collator import VitsDataCollator
+    from recipe.data.collator import VitsDataCollator
 
     generator = torch.Generator().manual_seed(args.seed)
     if args.group_by_length:
@@ -244,11 +244,11 @@ class PhaseTimer:
 
 @contextlib.contextmanager
 def timed_alignment(timer: PhaseTimer):
-    """Time every `monotonic_alignment` call `VitsForTraining.forward` makes, without editing `recipe.alignment`.
+    """Time every `monotonic_alignment` call `VitsForTraining.forward` makes, without editing `recipe.model.alignment`.
 
-    `recipe.modeling` imported the function by name, so the name is swapped there for the duration of the run.
+    `recipe.model.training_forward` imported the function by name, so the name is swapped there for the duration of the run.
     """
-    import recipe.modeling as modeling
+    import recipe.model.training_forward as modeling
 
     search = modeling.monotonic_alignment
 
@@ -273,8 +273,8 @@ def adamw(parameters, fused: bool):
 
 def train_step(model, discriminator, optimizers, schedulers, batches, timer: PhaseTimer, args, metric_sums: dict):
     """One training step, in `VitsTrainer.training_step`'s order; the phases accumulate in `timer`."""
-    from recipe.losses import LossWeights, discriminator_objective, generator_objective
-    from recipe.trainer import frozen
+    from recipe.model.losses import LossWeights, discriminator_objective, generator_objective
+    from recipe.training.trainer import frozen
 
     device = args.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -328,7 +328,7 @@ def run(args) -> dict:
     from transformers import VitsModel, set_seed
     from transformers.optimization import get_scheduler
 
-    from recipe.modeling import VitsForTraining, prepare_for_training
+    from recipe.model.training_forward import VitsForTraining, prepare_for_training
 
     config = build_config(args.model_config)
     if args.threads is not None:

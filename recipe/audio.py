@@ -117,7 +117,7 @@ def decode_audio(source: AudioSource, name: str | None = None) -> DecodedAudio:
         name (`str`, *optional*): how error messages name the clip (defaults to the path).
 
     Returns:
-        `DecodedAudio`: the samples, the file's rate and the length its header declares (`recipe.screening` compares
+        `DecodedAudio`: the samples, the file's rate and the length its header declares (`recipe.data.audio_screening` compares
         the two to find cut files).
 
     Raises:
@@ -146,6 +146,18 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     # a mono file's one column is already the signal: mean() copied and summed it (0.5 ms per 5 s clip at 16 kHz,
     # benchmarks/README.md)
     return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.float32, copy=False)
+
+
+def as_mono_float(waveform, name: str = "waveform") -> np.ndarray:
+    """`waveform` as a 1-D float64 array; a `(1, n)` or `(n, 1)` array is flattened. Refuses other shapes and NaN."""
+    samples = np.asarray(waveform, dtype=np.float64)
+    if samples.ndim == 2 and 1 in samples.shape:
+        samples = samples.reshape(-1)
+    if samples.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D mono signal, got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"{name} holds NaN or infinite samples")
+    return samples
 
 
 def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:

@@ -12,7 +12,7 @@ ids that inference will produce, so this module calls the tokenizer itself and a
 `encode_text_with_dropped` names what the vocabulary loses, so that a tokenizer that drops a third of a language's
 letters is caught before training rather than heard after it. `character_kind` tells the two kinds of loss apart: a
 letter, mark or digit the vocabulary lacks (`not_in_vocabulary`: the text no longer says what the recording says;
-`recipe.text_screening` drops such clips) and punctuation, symbols or spacing that MMS vocabularies leave out by
+`recipe.data.text_screening` drops such clips) and punctuation, symbols or spacing that MMS vocabularies leave out by
 design (`normalized_away`).
 """
 
@@ -111,7 +111,7 @@ def encode_text_with_dropped(text: str, tokenizer) -> tuple[str, list[int], Coun
         denominator of a dropped fraction.
     """
     if hasattr(tokenizer, "encode_with_dropped"):
-        # an imported Piper voice's tokenizer (`recipe.piper_tokenizer`): Piper's own phonemes and ids, with the
+        # an imported Piper voice's tokenizer (`recipe.piper.tokenizer`): Piper's own phonemes and ids, with the
         # phonemes its id map lacks as the dropped symbols
         return tokenizer.encode_with_dropped(text)
     plain = _without_uroman(tokenizer)

@@ -1,4 +1,4 @@
-"""The figures behind the audio screening defaults (`recipe.screening`): what real and damaged clips measure.
+"""The figures behind the audio screening defaults (`recipe.data.audio_screening`): what real and damaged clips measure.
 
     python scripts/measure_audio_screening.py                      # the bundled demo clips and generated ones
     python scripts/measure_audio_screening.py --folders my_data/wavs
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 from preprocess_throughput import speech_like_clip  # noqa: E402
 
 from recipe.audio import AudioDecodeError, decode_audio, to_mono  # noqa: E402
-from recipe.screening import measure_levels  # noqa: E402
+from recipe.data.audio_screening import measure_levels  # noqa: E402
 
 DEMO_FOLDERS = ("demo/kmr_ljspeech/wavs", "demo/kmr_common_voice/clips")
 GENERATED = (("WAV", "PCM_16", 16_000), ("FLAC", "PCM_16", 16_000), ("OGG", "VORBIS", 16_000), ("MP3", None, 48_000))

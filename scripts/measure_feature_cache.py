@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import make_tiny_config  # noqa: E402
 
 from recipe.audio import SpectrogramConfig, linear_spectrogram  # noqa: E402
-from recipe.config import DataArguments  # noqa: E402
-from recipe.data import prepare_datasets  # noqa: E402
+from recipe.data.pipeline import prepare_datasets  # noqa: E402
+from recipe.training.arguments import DataArguments  # noqa: E402
 
 
 def folder_bytes(folder: str) -> int:

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from safetensors.torch import save_file  # noqa: E402
 
 import run_finetune  # noqa: E402
-from recipe.trainer import VitsTrainer  # noqa: E402
+from recipe.training.trainer import VitsTrainer  # noqa: E402
 
 
 class RecordingTrainer(VitsTrainer):

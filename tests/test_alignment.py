@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from recipe.alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
+from recipe.model.alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
 
 
 def best_score_by_enumeration(scores: torch.Tensor) -> float:

@@ -17,7 +17,8 @@ import torch
 from conftest import make_tiny_config
 from transformers import TrainerControl, TrainerState, TrainingArguments, VitsModel, VitsTokenizer, set_seed
 
-from recipe.callbacks import (
+from recipe.evaluation.metrics import amplitude_stats
+from recipe.training.callbacks import (
     AMPLITUDE_STATUS_FILE,
     AmplitudeCollapseError,
     AmplitudeMonitorCallback,
@@ -25,7 +26,7 @@ from recipe.callbacks import (
     ProgressCallback,
     reference_rms_from_dataset,
 )
-from recipe.evaluation import amplitude_stats, synthesize
+from recipe.voices.synthesis import synthesize
 
 TEXTS = ["roj baş", "heval"]
 
@@ -180,7 +181,7 @@ def test_resume_without_a_named_checkpoint_warns_and_starts_empty(tmp_path, toke
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / AMPLITUDE_STATUS_FILE).write_text(json.dumps({"critical_streak": 7}))
     monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=0.1)
-    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
         monitor.on_train_begin(args, TrainerState(global_step=10), control)
     assert "did not name the checkpoint" in caplog.text
     assert monitor.critical_streak == 0 and monitor.history == []
@@ -223,7 +224,7 @@ def test_each_step_counts_once_and_the_last_step_never_raises(tmp_path, model, t
     monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=initial_rms(model, tokenizer) * 10, patience=2)
     monitor.on_train_begin(args, state, control)
     evaluate(monitor, args, state, control, model, 20)
-    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
         evaluate(monitor, args, state, control, model, 40)  # the run's last step: reported, not raised
         monitor.on_train_end(args, state, control)
         # the final evaluation of the same weights (run_finetune.py's, after training)
@@ -299,7 +300,7 @@ def test_progress_line_has_loss_throughput_and_eta(tmp_path, caplog):
     callback.on_train_begin(args, state, control)
     time.sleep(0.2)
     state.global_step = 10
-    with caplog.at_level(logging.INFO, logger="recipe.callbacks"):
+    with caplog.at_level(logging.INFO, logger="recipe.training.callbacks"):
         callback.on_log(args, state, control, logs={"loss": 12.5, "mel": 3.25, "learning_rate": 1e-5})
     line = callback.last_line
     assert line in caplog.text

@@ -13,16 +13,16 @@ import torch
 from conftest import make_tiny_config
 from trainer_helpers import tiny_trainer
 
-import recipe.checkpoints
-import recipe.trainer
-from recipe.checkpoints import (
+import recipe.training.checkpoints
+import recipe.training.trainer
+from recipe.training.checkpoints import (
     CheckpointLoadError,
     CheckpointSaveError,
     estimate_checkpoint_bytes,
     file_problem,
     newest_intact_checkpoint,
 )
-from recipe.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
+from recipe.training.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 
 COMMON = dict(max_steps=4, save_strategy="steps", save_steps=2, logging_steps=2)
 DiskUsage = namedtuple("DiskUsage", "total used free")
@@ -54,7 +54,7 @@ def test_checkpoints_are_renamed_into_place_and_the_estimate_fits(saved_run):
     newest, skipped = newest_intact_checkpoint(str(output_dir), trainer._checkpoint_files())
     assert newest == str(output_dir / "checkpoint-4") and not skipped
     for name in ("checkpoint-2", "checkpoint-4"):
-        assert not recipe.checkpoints.verify_checkpoint(str(output_dir / name), trainer._checkpoint_files())
+        assert not recipe.training.checkpoints.verify_checkpoint(str(output_dir / name), trainer._checkpoint_files())
     # the size estimated from the parameter counts is within 25% of what a checkpoint takes on disk
     estimate = estimate_checkpoint_bytes(trainer.model, trainer.discriminator)["checkpoint"]
     actual = _folder_bytes(output_dir / "checkpoint-4")
@@ -63,7 +63,9 @@ def test_checkpoints_are_renamed_into_place_and_the_estimate_fits(saved_run):
 
 def test_a_full_disk_during_a_save_leaves_no_partial_checkpoint_and_names_the_last_complete_one(tmp_path, monkeypatch):
     free = {"bytes": 10**12}
-    monkeypatch.setattr(recipe.checkpoints.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, free["bytes"]))
+    monkeypatch.setattr(
+        recipe.training.checkpoints.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, free["bytes"])
+    )
     real_save = torch.save
 
     def save_that_fills_the_disk(obj, path, *args, **kwargs):
@@ -97,14 +99,14 @@ def test_a_full_disk_during_a_save_leaves_no_partial_checkpoint_and_names_the_la
     [(errno.ENOSPC, "no space left on the device"), (errno.EACCES, "permission denied")],
 )
 def test_an_os_error_during_a_save_says_what_failed(tmp_path, monkeypatch, code, words):
-    real_save_file = recipe.trainer.save_file
+    real_save_file = recipe.training.trainer.save_file
 
     def failing_save_file(tensors, path, *args, **kwargs):
         if "checkpoint-2" in str(path):
             raise OSError(code, os.strerror(code), str(path))
         return real_save_file(tensors, path, *args, **kwargs)
 
-    monkeypatch.setattr(recipe.trainer, "save_file", failing_save_file)
+    monkeypatch.setattr(recipe.training.trainer, "save_file", failing_save_file)
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, **COMMON)
     with pytest.raises(CheckpointSaveError, match=f"{words} .*There is no complete checkpoint in {tmp_path}"):
         trainer.train()
@@ -126,7 +128,7 @@ def test_resume_true_skips_a_truncated_checkpoint_and_an_explicit_one_names_the_
     assert f"The newest intact checkpoint beside it is {output_dir / 'checkpoint-2'}" in str(error.value)
 
     trainer = tiny_trainer(make_tiny_config(), str(output_dir), **{**COMMON, "max_steps": 3})
-    with caplog.at_level(logging.WARNING, logger="recipe.trainer"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.trainer"):
         trainer.train(resume_from_checkpoint=True)
     assert f"Skipping {output_dir / 'checkpoint-4'}, incomplete or damaged: {damaged}" in caplog.text
     assert f"Resuming from {output_dir / 'checkpoint-2'}" in caplog.text
@@ -152,22 +154,26 @@ def test_a_partial_checkpoint_left_by_a_killed_save_is_removed_and_never_resumed
     partial = output_dir / "partial-checkpoint-6"
     shutil.copytree(output_dir / "checkpoint-4", partial)
     trainer = tiny_trainer(make_tiny_config(), str(output_dir), **{**COMMON, "max_steps": 5})
-    with caplog.at_level(logging.WARNING, logger="recipe.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.checkpoints"):
         trainer.train(resume_from_checkpoint=True)
     assert f"Removing {partial}: an unfinished checkpoint" in caplog.text
     assert not partial.exists() and os.path.isdir(output_dir / "checkpoint-5")
 
 
 def test_no_room_for_a_few_checkpoints_stops_before_the_first_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipe.checkpoints.shutil, "disk_usage", lambda path: DiskUsage(10**9, 10**9, 2 * 10**6))
+    monkeypatch.setattr(
+        recipe.training.checkpoints.shutil, "disk_usage", lambda path: DiskUsage(10**9, 10**9, 2 * 10**6)
+    )
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), **COMMON)
     size = estimate_checkpoint_bytes(trainer.model, trainer.discriminator)
     with pytest.raises(CheckpointSaveError) as error:
         trainer.train()
     # 4 steps saving every 2: checkpoints 2 and 4, plus the final model
     needed = 3 * size["checkpoint"] + size["final_model"]
-    assert f"3 checkpoint(s) of about {recipe.checkpoints.format_bytes(size['checkpoint'])} each" in str(error.value)
-    assert f"need {recipe.checkpoints.format_bytes(needed)}, and 2.0 MB is free" in str(error.value)
+    assert f"3 checkpoint(s) of about {recipe.training.checkpoints.format_bytes(size['checkpoint'])} each" in str(
+        error.value
+    )
+    assert f"need {recipe.training.checkpoints.format_bytes(needed)}, and 2.0 MB is free" in str(error.value)
     assert trainer.state.global_step == 0
 
 

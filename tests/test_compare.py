@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 from conftest import DEMO_DIR, make_tiny_config
 
-from recipe.compare import main
-from recipe.evaluation import error_rates
+from recipe.evaluation.asr import error_rates
+from recipe.evaluation.compare import main
 
 TEXTS = "Roj baş.\nSpas.\n"
 
@@ -165,7 +165,7 @@ def test_a_fine_tune_gone_quiet_fails_with_exit_status_1(models, texts_file, tmp
 
 
 def test_missing_asr_model_is_named_before_synthesis(models, texts_file, tmp_path):
-    from recipe.evaluation import AsrUnavailableError
+    from recipe.evaluation.asr import AsrUnavailableError
 
     missing = str(tmp_path / "no-such-asr")
     with pytest.raises(AsrUnavailableError, match="no-such-asr"):
@@ -196,7 +196,7 @@ def test_cer_of_an_is_uroman_model_is_scored_against_the_sentence_in_its_own_scr
     """The model reads uroman's Latin transcription, the recognizer answers in Cyrillic: score against the Cyrillic."""
     from transformers import VitsModel, VitsTokenizer, set_seed
 
-    import recipe.compare
+    import recipe.evaluation.compare
     import recipe.text
 
     folder = tmp_path / "uroman_model"
@@ -208,8 +208,8 @@ def test_cer_of_an_is_uroman_model_is_scored_against_the_sentence_in_its_own_scr
     texts.write_text("Привет, мир!\n", encoding="utf-8")
     # a stand-in for uroman (no package, no tables) for the one sentence; the recognizer answers in its own script
     monkeypatch.setattr(recipe.text, "romanize", lambda text: text.replace("Привет, мир!", "Privet, mir!"))
-    monkeypatch.setattr(recipe.compare, "load_asr", lambda name, device: "asr")
-    monkeypatch.setattr(recipe.compare, "transcribe", lambda asr, waveform, rate: "привет мир")
+    monkeypatch.setattr(recipe.evaluation.compare, "load_asr", lambda name, device: "asr")
+    monkeypatch.setattr(recipe.evaluation.compare, "transcribe", lambda asr, waveform, rate: "привет мир")
 
     out = tmp_path / "comparison"
     main(["--finetuned", str(folder), "--texts", str(texts), "--asr_model", "any-asr", "--output_dir", str(out)])
@@ -222,12 +222,12 @@ def test_cer_of_an_is_uroman_model_is_scored_against_the_sentence_in_its_own_scr
 def test_references_featurize_the_eval_split_alone(tmp_path, monkeypatch):
     from transformers import VitsTokenizer
 
-    import recipe.data
-    from recipe.compare import CompareArguments, load_references
+    import recipe.data.pipeline
+    from recipe.evaluation.compare import CompareArguments, load_references
 
     featurized = []
-    real_featurize = recipe.data.featurize
-    monkeypatch.setattr(recipe.data, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
+    real_featurize = recipe.data.pipeline.featurize
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
     tokenizer = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
     args = CompareArguments(
         finetuned="unused",

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 from conftest import DEMO_DIR, make_tiny_config
 
-import recipe.data
-from recipe.config import DataArguments
-from recipe.data import DROP_REASONS, DataError, prepare_datasets
+import recipe.data.pipeline
+from recipe.data.pipeline import DROP_REASONS, DataError, prepare_datasets
+from recipe.training.arguments import DataArguments
 
 LJSPEECH = DEMO_DIR / "kmr_ljspeech"
 COMMON_VOICE = DEMO_DIR / "kmr_common_voice"
@@ -314,8 +314,8 @@ def test_absolute_path_outside_common_voice_folder_is_not_read(tmp_path, tokeniz
     write_tsv(dataset / "train.tsv", rows, list(rows[0]))
 
     opened = []
-    real_decode = recipe.data.decode_audio
-    monkeypatch.setattr(recipe.data, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name))
+    real_decode = recipe.data.pipeline.decode_audio
+    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name))
     args = data_args(dataset, tmp_path, max_bad_fraction=0.5)
     _, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     assert report["train"]["dropped"]["path_outside_dataset"] == {"count": 1, "examples": [str(elsewhere)]}
@@ -337,7 +337,7 @@ def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_confi
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
     second, second_report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     assert second_report == first_report
     assert second["train"]["input_ids"] == first["train"]["input_ids"]
@@ -372,8 +372,8 @@ def test_overwrite_cache_rebuilds_on_the_main_process_only(tmp_path, tokenizer, 
     dataset = ljspeech_copy(tmp_path / "lj", 3)
     prepare_datasets(data_args(dataset, tmp_path, eval_fraction=0.4), tokenizer, model_config, str(tmp_path))
     built = []
-    real_featurize = recipe.data.featurize
-    monkeypatch.setattr(recipe.data, "featurize", lambda *a, **k: built.append(1) or real_featurize(*a, **k))
+    real_featurize = recipe.data.pipeline.featurize
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda *a, **k: built.append(1) or real_featurize(*a, **k))
     overwrite = data_args(dataset, tmp_path, eval_fraction=0.4, overwrite_cache=True)
 
     # another rank of a distributed run comes after the main one (`main_process_first`): it reuses the new cache
@@ -394,8 +394,8 @@ def test_eval_split_alone_is_featurized_and_cached_apart(tmp_path, tokenizer, mo
     dataset = ljspeech_copy(tmp_path / "lj", 5)
     args = data_args(dataset, tmp_path, eval_fraction=0.4)
     featurized = []
-    real_featurize = recipe.data.featurize
-    monkeypatch.setattr(recipe.data, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
+    real_featurize = recipe.data.pipeline.featurize
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
 
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("eval",))
     assert set(features) == set(report) == {"eval"} and len(features["eval"]) == 2
@@ -440,10 +440,10 @@ def test_cache_is_the_map_output_written_once(tmp_path, tokenizer, model_config)
 
 
 def test_small_splits_skip_the_worker_pool(monkeypatch):
-    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 100)
-    assert recipe.data._workers_for(199, 2) is None
-    assert recipe.data._workers_for(200, 2) == 2
-    assert recipe.data._workers_for(10_000, None) is None
+    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 100)
+    assert recipe.data.pipeline._workers_for(199, 2) is None
+    assert recipe.data.pipeline._workers_for(200, 2) == 2
+    assert recipe.data.pipeline._workers_for(10_000, None) is None
 
 
 def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_config, monkeypatch):
@@ -452,7 +452,7 @@ def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_conf
         data_args(dataset, tmp_path / "a", eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
     )
     # 3 training clips are far too few for a pool to pay: lower the bar so that the pool really runs here
-    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 1)
+    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 1)
     parallel, report = prepare_datasets(
         data_args(dataset, tmp_path / "b", eval_fraction=0.25, preprocessing_num_workers=2),
         tokenizer,
@@ -559,8 +559,8 @@ def test_dropped_characters_are_reported(tmp_path, model_config):
 
 
 def test_bundled_tokenizer_covers_the_demo_data(tokenizer):
+    from recipe.data.text_screening import lost_characters
     from recipe.text import encode_text_with_dropped
-    from recipe.text_screening import lost_characters
 
     def lost(text: str) -> str:
         return lost_characters("".join(encode_text_with_dropped(text, tokenizer)[2].elements()))
@@ -592,7 +592,7 @@ def test_the_demo_data_keeps_every_clip(tmp_path, tokenizer, model_config, folde
 
 
 def test_audiofolder_fingerprint_covers_clips_in_sub_folders(tmp_path):
-    from recipe.sources import load_source
+    from recipe.data.sources import load_source
 
     folder = tmp_path / "audiofolder"
     (folder / "clips").mkdir(parents=True)
@@ -617,7 +617,7 @@ def test_audiofolder_fingerprint_covers_clips_in_sub_folders(tmp_path):
 def test_token_reaches_load_dataset(tmp_path, monkeypatch):
     import datasets
 
-    import recipe.sources
+    import recipe.data.sources
 
     calls = []
 
@@ -625,13 +625,13 @@ def test_token_reaches_load_dataset(tmp_path, monkeypatch):
         calls.append((path, name, kwargs.get("token")))
         return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"audio": ["a.wav"], "text": ["roj"]})})
 
-    monkeypatch.setattr(recipe.sources.datasets, "load_dataset", fake_load_dataset)
-    source = recipe.sources.load_source("someone/private-tts", dataset_config_name="kmr", token="hf_secret")
+    monkeypatch.setattr(recipe.data.sources.datasets, "load_dataset", fake_load_dataset)
+    source = recipe.data.sources.load_source("someone/private-tts", dataset_config_name="kmr", token="hf_secret")
     assert calls == [("someone/private-tts", "kmr", "hf_secret")] and len(source.split("train")) == 1
 
     # prepare_datasets passes its `token` on
     monkeypatch.setattr(
-        recipe.data,
+        recipe.data.pipeline,
         "load_source_from_args",
         lambda args, token=None: calls.append(token) or (_ for _ in ()).throw(DataError("stop here")),
     )
@@ -643,7 +643,7 @@ def test_token_reaches_load_dataset(tmp_path, monkeypatch):
 def test_config_name_is_refused_where_it_would_be_ignored(tmp_path):
     import datasets
 
-    from recipe.sources import load_source
+    from recipe.data.sources import load_source
 
     lj = ljspeech_copy(tmp_path / "lj", 1)
     cv = common_voice_copy(tmp_path / "cv", train_count=1, dev_count=1)
@@ -658,7 +658,7 @@ def test_config_name_is_refused_where_it_would_be_ignored(tmp_path):
         assert load_source(str(dataset)).splits
 
 
-def _settings(**overrides) -> recipe.data.FeatureSettings:
+def _settings(**overrides) -> recipe.data.pipeline.FeatureSettings:
     from recipe.audio import SpectrogramConfig
 
     base = dict(
@@ -676,19 +676,19 @@ def _settings(**overrides) -> recipe.data.FeatureSettings:
         speaker_names=(),
         single_thread=False,
     )
-    return recipe.data.FeatureSettings(**{**base, **overrides})
+    return recipe.data.pipeline.FeatureSettings(**{**base, **overrides})
 
 
 def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     settings = _settings()
     path = _audio_rows(1)[0][0]
-    waveform, name, reason, levels = recipe.data._decode(
+    waveform, name, reason, levels = recipe.data.pipeline._decode(
         {"bytes": path.read_bytes(), "path": path.name}, None, settings
     )
     assert reason == "" and name == path.name and len(waveform) == sf.info(path).frames
     assert levels.clipped_fraction == 0 and -20 < levels.loudest_frame_db < 0
     for broken in (b"RIFF not a wave file" * 8, b""):
-        assert recipe.data._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
+        assert recipe.data.pipeline._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
             None,
             "x.wav",
             "decode_error",
@@ -699,9 +699,9 @@ def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     def failing(*_, **__):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(recipe.data, "decode_audio", failing)
+    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", failing)
     with pytest.raises(MemoryError):
-        recipe.data._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
+        recipe.data.pipeline._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
 
 
 def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
@@ -716,15 +716,15 @@ def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
         }
     )
     with caplog.at_level("WARNING", logger="recipe.data"):
-        assert recipe.data._speaker_with_most_audio(split, _settings(), None) == "a"
+        assert recipe.data.pipeline._speaker_with_most_audio(split, _settings(), None) == "a"
     assert "2 of 4 clips could not be measured" in caplog.text
 
     def failing(*_, **__):
         raise PermissionError("denied")
 
-    monkeypatch.setattr(recipe.data, "audio_duration", failing)
+    monkeypatch.setattr(recipe.data.pipeline, "audio_duration", failing)
     with pytest.raises(PermissionError):
-        recipe.data._speaker_with_most_audio(split, _settings(), None)
+        recipe.data.pipeline._speaker_with_most_audio(split, _settings(), None)
 
 
 def four_clip_copy(tmp_path, layout: str):
@@ -796,7 +796,7 @@ def test_absolute_audio_paths_elsewhere_need_the_flag(tmp_path, tokenizer, model
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
     prepare_datasets(args, tokenizer, model_config, str(tmp_path))
     shutil.copy(LJSPEECH / "wavs" / "KMR-0010.wav", tmp_path / "recordings" / "KMR-0001.wav")
     with pytest.raises(AssertionError, match="recomputed"):
@@ -804,7 +804,7 @@ def test_absolute_audio_paths_elsewhere_need_the_flag(tmp_path, tokenizer, model
 
 
 def test_the_outside_audio_flag_is_refused_for_folder_layouts(tmp_path):
-    from recipe.sources import load_source
+    from recipe.data.sources import load_source
 
     lj = ljspeech_copy(tmp_path / "lj", 1)
     folder = tmp_path / "audiofolder"

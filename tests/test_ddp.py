@@ -13,7 +13,7 @@ import torch
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
-from recipe.evaluation import amplitude_status
+from recipe.evaluation.metrics import amplitude_status
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn.utils import parametrize
 
-from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator, load_discriminator, save_discriminator
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator, load_discriminator, save_discriminator
 
 TINY = DiscriminatorConfig(periods=[2, 3, 5, 7, 11], period_channels=[1, 4, 8], scale_channels=[1, 4, 16])
 TRAIN_CONFIG = {  # the discriminator fields of a `*-train` checkpoint's config.json (tiny sizes)

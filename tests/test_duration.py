@@ -9,9 +9,9 @@ from conftest import make_tiny_config
 from test_modeling import make_batch
 from transformers import VitsModel, set_seed
 
-from recipe.duration import stochastic_duration_nll
-from recipe.modeling import VitsForTraining, prepare_for_training
-from recipe.vits_weights import load_plain_weights, vits_to_transformers
+from recipe.model.duration import stochastic_duration_nll
+from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 
 models = pytest.importorskip("piper.train.vits.models", reason="needs the piper extra (pip install -e '.[piper]')")
 

@@ -10,12 +10,8 @@ import pytest
 import torch
 from conftest import make_tiny_config
 
-from recipe.evaluation import (
-    MIN_DBFS,
-    amplitude_stats,
-    amplitude_status,
-    synthesize,
-)
+from recipe.evaluation.metrics import MIN_DBFS, amplitude_stats, amplitude_status
+from recipe.voices.synthesis import synthesize
 
 SR = 16000
 
@@ -213,7 +209,7 @@ def test_mcd_is_the_librarys_compare_audio_files(tmp_path, sampling_rate):
     from mel_cepstral_distance import compare_audio_files
     from scipy.io import wavfile
 
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     reference = vowels(0, sampling_rate)
     pairs = {
@@ -230,7 +226,7 @@ def test_mcd_is_the_librarys_compare_audio_files(tmp_path, sampling_rate):
 
 
 def test_mcd_of_identical_audio_is_zero_and_level_does_not_count():
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     audio = vowels(0)
     assert mel_cepstral_distortion(audio, audio.copy(), spectrogram_config()) == 0.0
@@ -239,7 +235,7 @@ def test_mcd_of_identical_audio_is_zero_and_level_does_not_count():
 
 
 def test_mcd_grows_with_a_more_different_voice():
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     config = spectrogram_config()
     reference = vowels(0)
@@ -251,7 +247,7 @@ def test_mcd_grows_with_a_more_different_voice():
 
 
 def test_mcd_dtw_forgives_a_time_stretch_but_not_a_different_sound():
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     config = spectrogram_config()
     rng = np.random.default_rng(3)
@@ -266,7 +262,7 @@ def test_mcd_dtw_forgives_a_time_stretch_but_not_a_different_sound():
 
 
 def test_mcd_of_digital_silence_is_finite():
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     config = spectrogram_config()
     silence = np.zeros(SR // 2, dtype=np.float32)
@@ -280,7 +276,7 @@ def test_mcd_of_digital_silence_is_finite():
     [(np.zeros(512), "too short"), (np.zeros((2, 4000)), "1-D"), (np.array([0.0, np.nan] * 2000), "NaN")],
 )
 def test_mcd_rejects_bad_waveforms(bad, message):
-    from recipe.evaluation import mel_cepstral_distortion
+    from recipe.evaluation.metrics import mel_cepstral_distortion
 
     with pytest.raises(ValueError, match=message):
         mel_cepstral_distortion(bad, vowels(0), spectrogram_config())
@@ -289,7 +285,7 @@ def test_mcd_rejects_bad_waveforms(bad, message):
 
 
 def test_duration_ratio():
-    from recipe.evaluation import duration_ratio
+    from recipe.evaluation.metrics import duration_ratio
 
     assert duration_ratio(24000, 16000) == 1.5
     with pytest.raises(ValueError, match="positive"):
@@ -300,7 +296,7 @@ def test_duration_ratio():
 
 
 def test_error_rates_on_normalized_text():
-    from recipe.evaluation import error_rates
+    from recipe.evaluation.asr import error_rates
 
     # punctuation and case do not count; "bas" for "baş" is 1 of 18 characters (spaces count), 1 of 5 words
     rates = error_rates("Roj baş, tu çawa yî?", "roj bas tu çawa yî")
@@ -312,7 +308,7 @@ def test_error_rates_on_normalized_text():
 
 
 def test_missing_asr_model_is_named(tmp_path):
-    from recipe.evaluation import AsrUnavailableError, load_asr
+    from recipe.evaluation.asr import AsrUnavailableError, load_asr
 
     missing = tmp_path / "no-such-asr-model"
     with pytest.raises(AsrUnavailableError, match="no-such-asr-model"):
@@ -322,7 +318,7 @@ def test_missing_asr_model_is_named(tmp_path):
 def test_missing_jiwer_is_named(monkeypatch):
     import sys
 
-    from recipe.evaluation import AsrUnavailableError, error_rates
+    from recipe.evaluation.asr import AsrUnavailableError, error_rates
 
     monkeypatch.setitem(sys.modules, "jiwer", None)  # makes `import jiwer` raise ImportError
     with pytest.raises(AsrUnavailableError, match="pip install jiwer"):

@@ -25,14 +25,14 @@ pytest.importorskip("onnx", reason='the export tests need the export extra: pip 
 
 from transformers import VitsModel, VitsTokenizer  # noqa: E402
 
-from recipe.continuation import write_lineage  # noqa: E402
-from recipe.evaluation import synthesize  # noqa: E402
 from recipe.export import ExportError, export_voice, piper_layout  # noqa: E402
 from recipe.export.characters import character_vocabulary  # noqa: E402
 from recipe.export.check import MAX_ABS_DIFFERENCE  # noqa: E402
 from recipe.export.dependencies import require  # noqa: E402
 from recipe.text import encode_text  # noqa: E402
 from recipe.voices import load_tokenizer, load_voice  # noqa: E402
+from recipe.voices.lineage import write_lineage  # noqa: E402
+from recipe.voices.synthesis import synthesize  # noqa: E402
 
 # An MMS-like character vocabulary that Piper's text mode can express (no precomposed letters): id 0 is the pad,
 # which the tokenizer also puts between characters.
@@ -253,13 +253,13 @@ def test_int8_quantization(model_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def piper_voice_dir(tmp_path_factory):
-    """A tiny random voice shaped like an imported Piper voice (`recipe.piper_import`): Piper's default phoneme map
+    """A tiny random voice shaped like an imported Piper voice (`recipe.piper.importer`): Piper's default phoneme map
     in `piper_voice.json`, 22.05 kHz, type-2 residual blocks in the decoder."""
     piper = pytest.importorskip("piper")
     from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
 
-    from recipe.piper_decoder import Resblock2VitsConfig, VitsModelResblock2
-    from recipe.piper_tokenizer import PiperPhonemeTokenizer
+    from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2
+    from recipe.piper.tokenizer import PiperPhonemeTokenizer
 
     folder = tmp_path_factory.mktemp("piper_voice")
     piper_config = {
@@ -290,7 +290,7 @@ PHONEME_TEXT = "Hello world, this is a test"
 
 @pytest.mark.parametrize("export_format", ["piper", "sherpa-onnx", "onnx"])
 def test_piper_voice_exports_and_its_readme_command_speaks_like_the_model(piper_voice_dir, tmp_path, export_format):
-    from recipe.piper_decoder import HifiGanResblock2
+    from recipe.piper.decoder import HifiGanResblock2
 
     assert isinstance(load_voice(piper_voice_dir).decoder, HifiGanResblock2)
     result = export_voice(piper_voice_dir, export_format, str(tmp_path / export_format))
@@ -335,7 +335,7 @@ def test_piper_voice_in_piper_and_sherpa_onnx(piper_voice_dir, tmp_path):
 
 
 def test_vowel_clusters_are_refused_by_sherpa_onnx(piper_voice_dir, tmp_path):
-    from recipe.piper_tokenizer import PIPER_CONFIG_NAME
+    from recipe.piper.tokenizer import PIPER_CONFIG_NAME
 
     shutil.copytree(piper_voice_dir, tmp_path / "voice")
     voice_config = json.loads((tmp_path / "voice" / PIPER_CONFIG_NAME).read_text(encoding="utf-8"))
@@ -478,7 +478,7 @@ def test_missing_runtime_names_the_extra(monkeypatch):
 
 def test_training_does_not_import_the_runtimes():
     code = (
-        "import sys, run_finetune, recipe.trainer, recipe.voices; "
+        "import sys, run_finetune, recipe.training.trainer, recipe.voices; "
         "print([name for name in ('onnx', 'onnxruntime', 'sherpa_onnx', 'piper') if name in sys.modules])"
     )
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

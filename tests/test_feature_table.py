@@ -2,7 +2,7 @@ import datasets
 import numpy as np
 import pytest
 
-from recipe.feature_table import rows_to_table
+from recipe.data.feature_table import rows_to_table
 
 FEATURES = datasets.Features(
     {

@@ -12,8 +12,8 @@ from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 from transformers import VitsModel, VitsTokenizer
 
-from recipe.discriminator import DiscriminatorConfig, load_discriminator, save_discriminator
-from recipe.hub import build_model_card, files_to_upload, push_to_hub
+from recipe.model.discriminator import DiscriminatorConfig, load_discriminator, save_discriminator
+from recipe.training.hub import build_model_card, files_to_upload, push_to_hub
 
 LOSSES = {"mel": 21.5, "kl": 1.25, "duration": 0.75}
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
-from recipe.losses import (
+from recipe.model.losses import (
     L2SPReference,
     LossWeights,
     amplitude_loss,
@@ -176,7 +176,7 @@ def test_l2sp_penalty_is_the_mean_squared_distance_and_follows_wrapped_models():
 
 
 def test_loss_weights_from_training_args(tmp_path):
-    from recipe.config import VitsTrainingArguments
+    from recipe.training.arguments import VitsTrainingArguments
 
     args = VitsTrainingArguments(
         output_dir=str(tmp_path),

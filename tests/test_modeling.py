@@ -13,9 +13,14 @@ from torch.nn.utils import parametrize
 from transformers import VitsModel, set_seed
 
 from recipe.audio import log_mel_spectrogram
-from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator
-from recipe.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
-from recipe.modeling import VitsForTraining, decoder_weight_norm_layers, prepare_for_training, save_for_inference
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
+from recipe.model.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
+from recipe.model.training_forward import (
+    VitsForTraining,
+    decoder_weight_norm_layers,
+    prepare_for_training,
+    save_for_inference,
+)
 
 HOP = 256
 STEPS = 40

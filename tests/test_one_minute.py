@@ -12,7 +12,7 @@ from conftest import DEMO_DIR, REPO_ROOT
 from safetensors.torch import load_file
 from transformers import VitsModel
 
-from recipe.config import VitsTrainingArguments
+from recipe.training.arguments import VitsTrainingArguments
 from run_finetune import main, parse_arguments
 
 PRESET = REPO_ROOT / "configs" / "one_minute_voice.json"
@@ -177,6 +177,6 @@ def test_two_rounds_with_new_letters_replay_and_the_saved_discriminator(tmp_path
 
 
 def _load(spec, *args):
-    from recipe.discriminator import load_discriminator
+    from recipe.model.discriminator import load_discriminator
 
     return load_discriminator(spec, *args)

@@ -10,12 +10,12 @@ from trainer_helpers import TINY_DISCRIMINATOR
 from transformers import VitsModel, VitsTokenizer, set_seed
 
 from recipe.audio import SpectrogramConfig, load_audio, log_mel_spectrogram
-from recipe.collator import VitsDataCollator
-from recipe.config import VitsTrainingArguments
-from recipe.discriminator import VitsDiscriminator
-from recipe.modeling import VitsForTraining, prepare_for_training
+from recipe.data.collator import VitsDataCollator
+from recipe.model.discriminator import VitsDiscriminator
+from recipe.model.training_forward import VitsForTraining, prepare_for_training
 from recipe.text import encode_text
-from recipe.trainer import VitsTrainer
+from recipe.training.arguments import VitsTrainingArguments
+from recipe.training.trainer import VitsTrainer
 
 STEPS = 200
 

@@ -14,9 +14,9 @@ import torch
 from conftest import make_tiny_config
 from transformers import VitsModel, set_seed
 
-from recipe.piper_decoder import REFUSAL, HifiGanResblock2, Resblock2VitsConfig, VitsModelResblock2
-from recipe.piper_tokenizer import PiperPhonemeTokenizer
-from recipe.vits_weights import load_plain_weights, vits_to_transformers
+from recipe.piper.decoder import REFUSAL, HifiGanResblock2, Resblock2VitsConfig, VitsModelResblock2
+from recipe.piper.tokenizer import PiperPhonemeTokenizer
+from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 from recipe.voices import load_tokenizer, load_voice
 
 piper_models = pytest.importorskip("piper.train.vits.models", reason="needs the piper extra")
@@ -29,7 +29,7 @@ TYPE2 = dict(resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 2], [
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     """The Joe voice imported once for the module (the import itself checks parity with the ONNX)."""
-    from recipe.piper_import import import_voice
+    from recipe.piper.importer import import_voice
 
     folder = str(tmp_path_factory.mktemp("voices") / "joe")
     report = import_voice(str(joe.model_path()), folder)
@@ -73,7 +73,7 @@ def test_type2_folder_is_refused_by_plain_transformers_and_reloads_with_the_reci
 
 
 def test_imported_joe_matches_its_onnx(imported):
-    from recipe.piper_import import model_waveform, onnx_waveform
+    from recipe.piper.importer import model_waveform, onnx_waveform
 
     folder, report = imported
     assert report["decoder_resblock_type"] == "2"
@@ -185,7 +185,7 @@ def _copy_voice(tmp_path, edit_config=None, onnx_bytes=None):
     ],
 )
 def test_bad_voices_are_refused_before_anything_is_written(tmp_path, edit, onnx_bytes, message):
-    from recipe.piper import main
+    from recipe.piper.cli import main
 
     onnx_path = _copy_voice(tmp_path, edit, onnx_bytes)
     output = tmp_path / "out"
@@ -197,7 +197,7 @@ def test_bad_voices_are_refused_before_anything_is_written(tmp_path, edit, onnx_
 
 
 def test_bad_voice_messages(tmp_path, capsys):
-    from recipe.piper import main
+    from recipe.piper.cli import main
 
     onnx_path = _copy_voice(tmp_path, lambda c: c.update(phoneme_type="pinyin"))
     with pytest.raises(SystemExit):
@@ -208,8 +208,8 @@ def test_bad_voice_messages(tmp_path, capsys):
 def test_training_checkpoint_brings_every_part_and_matches_piper(tmp_path):
     """A Piper training checkpoint (tiny, random): the whole generator, posterior encoder and discriminator included,
     converted so that inference (noise off), the posterior and the discriminator equal Piper's own modules."""
-    from recipe.discriminator import load_discriminator
-    from recipe.piper_import import import_voice
+    from recipe.model.discriminator import load_discriminator
+    from recipe.piper.importer import import_voice
 
     torch.manual_seed(0)
     hyper = dict(

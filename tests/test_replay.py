@@ -12,12 +12,12 @@ import torch
 from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsTokenizer
 
-from recipe.config import DataArguments
-from recipe.continuation import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
-from recipe.data import DataError, prepare_datasets
-from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator, load_discriminator, save_discriminator
-from recipe.hub import build_model_card
-from recipe.replay import mix_replay, replay_args, replay_count
+from recipe.data.pipeline import DataError, prepare_datasets
+from recipe.data.replay import mix_replay, replay_args, replay_count
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator, load_discriminator, save_discriminator
+from recipe.training.arguments import DataArguments
+from recipe.training.hub import build_model_card
+from recipe.voices.lineage import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
 
 
 def _features(count: int, speakers: list[str], tag: str) -> datasets.Dataset:

@@ -11,7 +11,7 @@ import pytest
 from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, pipeline
 
-from recipe.callbacks import AmplitudeMonitorCallback
+from recipe.training.callbacks import AmplitudeMonitorCallback
 from recipe.voices import is_phoneme_vocabulary
 from run_finetune import main, parse_arguments
 
@@ -221,7 +221,7 @@ def test_a_run_that_reaches_its_last_step_critical_exits_with_its_results(tiny_f
         "--save_steps", "2", "--amplitude_patience", "2", "--amplitude_warning_ratio", "0",
         "--amplitude_critical_ratio", "0",
     )  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="recipe.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
         metrics = main(flags)
     assert metrics["eval_amplitude_status"] == 2
     assert json.loads((output_dir / "eval_results.json").read_text())["eval_amplitude_status"] == 2
@@ -232,8 +232,8 @@ def test_a_run_that_reaches_its_last_step_critical_exits_with_its_results(tiny_f
 
 
 def test_help_shows_the_recipe_groups_first_then_all_trainer_arguments(capsys):
-    from recipe.arguments import TRAINING_GROUPS, argument_groups
-    from recipe.config import VitsTrainingArguments
+    from recipe.training.arguments import VitsTrainingArguments
+    from recipe.training.parser import TRAINING_GROUPS, argument_groups
     from run_finetune import cli
 
     with pytest.raises(SystemExit) as exit_info:

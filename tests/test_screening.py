@@ -13,9 +13,9 @@ import soundfile as sf
 from conftest import DEMO_DIR, make_tiny_config
 
 from recipe.audio import decode_audio, to_mono
-from recipe.config import DataArguments
-from recipe.data import DataError, prepare_datasets
-from recipe.screening import AudioScreening, broken_reason, level_reason, measure_levels
+from recipe.data.audio_screening import AudioScreening, broken_reason, level_reason, measure_levels
+from recipe.data.pipeline import DataError, prepare_datasets
+from recipe.training.arguments import DataArguments
 
 RATE = 16000
 DEFAULTS = AudioScreening()

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 from test_run_finetune import _flags, tiny_files  # noqa: F401 - tiny_files is a fixture
 
-from recipe.stopping import ForcedStop, StopRequest, TrainingInterrupted
+from recipe.training.signals import ForcedStop, StopRequest, TrainingInterrupted
 
 ENV = {
     **os.environ,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_DIR, make_tiny_config
 
-import recipe.data
-from recipe.config import DataArguments
-from recipe.data import DataError, prepare_datasets
-from recipe.text_screening import lost_characters
-from recipe.vocabulary import extend_vocabulary
+import recipe.data.pipeline
+from recipe.data.pipeline import DataError, prepare_datasets
+from recipe.data.text_screening import lost_characters
+from recipe.model.vocabulary import extend_vocabulary
+from recipe.training.arguments import DataArguments
 
 LJSPEECH = DEMO_DIR / "kmr_ljspeech"
 
@@ -69,7 +69,7 @@ def test_a_clip_whose_text_loses_a_digit_or_letter_is_dropped_with_what_it_lost(
     assert sum(split["dropped"]["text_not_in_vocabulary"]["count"] for split in report.values()) == 2
     kept = list(features["train"]["path"]) + list(features["eval"]["path"])
     assert len(kept) == 30 and not {"KMR-0001.wav", "KMR-0002.wav"} & {Path(path).name for path in kept}
-    printed = recipe.data.format_report(report)
+    printed = recipe.data.pipeline.format_report(report)
     assert "KMR-0001.wav ('2')" in printed and "KMR-0002.wav ('ñ')" in printed
 
     # --keep_clips_with_dropped_characters: today's behaviour, the characters deleted from the text the model reads
@@ -89,7 +89,7 @@ def test_too_many_lost_digits_stop_the_run_before_any_audio_is_decoded(tmp_path,
     def must_not_decode(*_, **__):
         raise AssertionError("audio was decoded")
 
-    monkeypatch.setattr(recipe.data, "decode_audio", must_not_decode)
+    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", must_not_decode)
     with pytest.raises(DataError) as error:
         prepare_datasets(args(folder, tmp_path), tokenizer, model_config, str(tmp_path / "out"))
     message = str(error.value)
@@ -112,7 +112,7 @@ def test_the_bound_is_checked_on_a_cached_report_too(tmp_path, tokenizer, model_
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
     with pytest.raises(DataError, match=r"clips .* have letters or digits.*'ñ' x1: add them.*'2' x1: write"):
         prepare_datasets(
             args(folder, tmp_path, max_text_not_in_vocabulary_fraction=0.01), tokenizer, model_config, str(tmp_path)
@@ -121,7 +121,7 @@ def test_the_bound_is_checked_on_a_cached_report_too(tmp_path, tokenizer, model_
 
 def test_extend_vocabulary_adds_letters_and_says_what_it_skipped(tmp_path, tokenizer, caplog):
     folder = demo_with_texts(tmp_path / "lj", {0: "Ez 2 sêvan dixwim.", 1: "Señor, roj baş!", 2: "Ez ½ nan xwar."})
-    with caplog.at_level(logging.INFO, logger="recipe.vocabulary"):
+    with caplog.at_level(logging.INFO, logger="recipe.model.vocabulary"):
         extended, report = extend_vocabulary(args(folder, tmp_path), tokenizer)
     assert [entry["character"] for entry in report["added"]] == ["ñ"]
     assert "ñ" in extended.get_vocab() and "2" not in extended.get_vocab() and "," not in extended.get_vocab()

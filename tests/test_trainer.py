@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from trainer_helpers import tiny_trainer
 from transformers import TrainerCallback, VitsModel, VitsTokenizer, get_scheduler, pipeline
 
-from recipe.budget import steps_that_fit
-from recipe.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
+from recipe.training.time_budget import steps_that_fit
+from recipe.training.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 
 GENERATOR_COMPONENTS = {"mel", "kl", "duration", "generator", "feature_matching", "amplitude", "l2sp"}
 DISCRIMINATOR_COMPONENTS = {"discriminator", "discriminator_real", "discriminator_fake"}
@@ -66,9 +66,9 @@ def test_loss_components_are_logged_under_stable_names(trained):
 
 def _nan_at_step(monkeypatch, step: int) -> None:
     """Make the generator's loss NaN at training step `step` (1-based; no evaluation runs in these tests)."""
-    import recipe.trainer
+    import recipe.training.trainer
 
-    real_objective = recipe.trainer.generator_objective
+    real_objective = recipe.training.trainer.generator_objective
     calls = []
 
     def objective(*args, **kwargs):
@@ -76,7 +76,7 @@ def _nan_at_step(monkeypatch, step: int) -> None:
         calls.append(1)
         return (loss * float("nan"), components) if len(calls) == step else (loss, components)
 
-    monkeypatch.setattr(recipe.trainer, "generator_objective", objective)
+    monkeypatch.setattr(recipe.training.trainer, "generator_objective", objective)
 
 
 def test_a_nan_loss_is_logged_and_warned_about_not_averaged_away(tmp_path, monkeypatch, caplog):
@@ -84,7 +84,7 @@ def test_a_nan_loss_is_logged_and_warned_about_not_averaged_away(tmp_path, monke
 
     _nan_at_step(monkeypatch, 4)
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=2)
-    with caplog.at_level(logging.WARNING, logger="recipe.trainer"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.trainer"):
         trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and math.isfinite(losses[0]) and math.isnan(losses[1])

@@ -12,11 +12,9 @@ import torch
 from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, set_seed
 
-from recipe.config import DataArguments, ModelArguments
-from recipe.data import DataError, prepare_datasets
-from recipe.modeling import prepare_for_training, save_for_inference
-from recipe.text import summarize_dropped_characters
-from recipe.vocabulary import (
+from recipe.data.pipeline import DataError, prepare_datasets
+from recipe.model.training_forward import prepare_for_training, save_for_inference
+from recipe.model.vocabulary import (
     FrozenEmbeddingRows,
     RestoreFrozenRowsCallback,
     extend_text_embeddings,
@@ -27,6 +25,8 @@ from recipe.vocabulary import (
     prepare_embeddings_for_training,
     scan_missing_characters,
 )
+from recipe.text import summarize_dropped_characters
+from recipe.training.arguments import DataArguments, ModelArguments
 
 # The demo data's Kurmanji letters the reduced vocabulary below lacks.
 REMOVED_LETTERS = ("ş", "ê")
@@ -246,7 +246,7 @@ class _CountingUroman:
 def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path, monkeypatch):
     import uroman
 
-    import recipe.data
+    import recipe.data.pipeline
     import recipe.text
 
     texts = ["Привет мир", "Как дела", "Доброе утро", "Спасибо", "Хорошо", "До свидания", "Да", "Нет"]
@@ -265,7 +265,7 @@ def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path,
     monkeypatch.setattr(uroman, "Uroman", _CountingUroman)
     monkeypatch.setattr(recipe.text, "_UROMAN_BY_PID", {})
     # 8 clips are far too few for a worker pool to pay (recipe.data runs them in the main process): force the pool
-    monkeypatch.setattr(recipe.data, "MIN_CLIPS_PER_WORKER", 1)
+    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 1)
     data_args = DataArguments(
         dataset_name=str(folder), eval_fraction=0.25, preprocessing_num_workers=2, cache_dir=str(tmp_path / "cache")
     )

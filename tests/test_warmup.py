@@ -7,8 +7,8 @@ import torch
 from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsModel, set_seed
 
+from recipe.piper.warmup import synthesize_targets, warm_up_from_own_synthesis
 from recipe.voices import load_tokenizer
-from recipe.warmup import synthesize_targets, warm_up_from_own_synthesis
 
 TEXTS = ["ez diçim malê", "baran dibare", "roj baş", "ev pirtûk e", "ava sar", "çiya bilind e"]
 

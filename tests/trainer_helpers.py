@@ -8,12 +8,12 @@ import torch
 from transformers import VitsModel, set_seed
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
-from recipe.collator import VitsDataCollator
-from recipe.config import VitsTrainingArguments
-from recipe.discriminator import DiscriminatorConfig, VitsDiscriminator
-from recipe.losses import L2SPReference
-from recipe.modeling import VitsForTraining, prepare_for_training
-from recipe.trainer import VitsTrainer
+from recipe.data.collator import VitsDataCollator
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
+from recipe.model.losses import L2SPReference
+from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.training.arguments import VitsTrainingArguments
+from recipe.training.trainer import VitsTrainer
 
 TINY_DISCRIMINATOR = DiscriminatorConfig(periods=[2, 3], period_channels=[1, 4, 8], scale_channels=[1, 4, 16])
 

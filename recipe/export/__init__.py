@@ -13,7 +13,7 @@
 training.
 """
 
-from .errors import ExportError
-from .exporter import FORMATS, ExportResult, export_voice
+from recipe.export.errors import ExportError
+from recipe.export.exporter import FORMATS, ExportResult, export_voice
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "export_voice"]

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from .exporter import FORMATS, export_voice
-from .quantize import QUANTIZATIONS
+from recipe.export.exporter import FORMATS, export_voice
+from recipe.export.quantize import QUANTIZATIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .errors import ExportError
+    from recipe.export.errors import ExportError
 
     try:
         result = export_voice(args.model_dir, args.format, args.output_dir, args.quantize, args.check_text)

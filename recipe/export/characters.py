@@ -14,7 +14,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
-from .errors import ExportError
+from recipe.export.errors import ExportError
 
 
 @dataclass

@@ -27,8 +27,8 @@ def noise_off(model):
 
 def reference_waveform(model, tokenizer, text: str, speaker_id: int | None = None) -> tuple[np.ndarray, float]:
     """`VitsModel`'s waveform for `text` with noise off, through the recipe's inference path
-    (`recipe.evaluation.synthesize`: the training tokenization), and the seconds the forward took."""
-    from ..evaluation import synthesize
+    (`recipe.voices.synthesis.synthesize`: the training tokenization), and the seconds the forward took."""
+    from recipe.voices.synthesis import synthesize
 
     with noise_off(model):
         return synthesize(model, tokenizer, text, speaker_id=speaker_id)

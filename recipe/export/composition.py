@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .characters import describe
-from .errors import ExportError
+from recipe.export.characters import describe
+from recipe.export.errors import ExportError
 
 DROP = -1  # `final_ids` value: delete the token (and the blank before it)
 

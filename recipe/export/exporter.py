@@ -15,19 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..continuation import read_lineage
-from ..text import pre_vocabulary_text
-from . import onnx_layout, piper_layout, sherpa_layout
-from .characters import character_vocabulary, check_text, is_character_tokenizer
-from .check import MAX_ABS_DIFFERENCE, compare, reference_waveform
-from .dependencies import require
-from .errors import ExportError
-from .graph import export_graph
-from .output import check_output_dir, publish, staging_folder
-from .phonemes import CHECK_TEXT as PHONEME_CHECK_TEXT
-from .phonemes import is_phoneme_tokenizer
-from .quantize import QUANTIZATIONS, quantize_int8
-from .readme import write_readme
+from recipe.export import onnx_layout, piper_layout, sherpa_layout
+from recipe.export.characters import character_vocabulary, check_text, is_character_tokenizer
+from recipe.export.check import MAX_ABS_DIFFERENCE, compare, reference_waveform
+from recipe.export.dependencies import require
+from recipe.export.errors import ExportError
+from recipe.export.graph import export_graph
+from recipe.export.output import check_output_dir, publish, staging_folder
+from recipe.export.phonemes import CHECK_TEXT as PHONEME_CHECK_TEXT
+from recipe.export.phonemes import is_phoneme_tokenizer
+from recipe.export.quantize import QUANTIZATIONS, quantize_int8
+from recipe.export.readme import write_readme
+from recipe.text import pre_vocabulary_text
+from recipe.voices.lineage import read_lineage
 
 FORMATS = {"piper": piper_layout, "sherpa-onnx": sherpa_layout, "onnx": onnx_layout}
 
@@ -56,7 +56,7 @@ def load_model_folder(model_dir: str):
         `ExportError` for a path that is not a folder, a folder without `config.json`, a config that is not VITS,
         or weights / tokenizer that do not load.
     """
-    from ..voices import load_tokenizer, load_voice
+    from recipe.voices import load_tokenizer, load_voice
 
     if not os.path.isdir(model_dir):
         raise ExportError(f"{model_dir} is not a model folder: no such directory")
@@ -94,8 +94,8 @@ def default_check_text(tokenizer) -> str:
 
 def _int8_figures(waveform: np.ndarray, reference: np.ndarray, model) -> dict:
     """MCD and RMS level of the int8 export against the model (both must be finite and long enough for a mel)."""
-    from ..audio import SpectrogramConfig
-    from ..evaluation import amplitude_stats, mel_cepstral_distortion
+    from recipe.audio import SpectrogramConfig
+    from recipe.evaluation.metrics import amplitude_stats, mel_cepstral_distortion
 
     if not np.all(np.isfinite(waveform)):
         raise ExportError("The int8 graph produces non-finite samples")

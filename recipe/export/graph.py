@@ -178,7 +178,7 @@ def set_metadata(path: str, metadata: dict[str, str]) -> None:
         path (`str`): an `.onnx` file, rewritten in place.
         metadata (`dict[str, str]`): key -> value; values are written as strings, keys already present are replaced.
     """
-    from .dependencies import require
+    from recipe.export.dependencies import require
 
     onnx = require("onnx")
     graph = onnx.load(path)
@@ -191,7 +191,7 @@ def set_metadata(path: str, metadata: dict[str, str]) -> None:
 
 def read_metadata(path: str) -> dict[str, str]:
     """The `metadata_props` of an `.onnx` file."""
-    from .dependencies import require
+    from recipe.export.dependencies import require
 
     onnx = require("onnx")
     return {prop.key: prop.value for prop in onnx.load(path, load_external_data=False).metadata_props}

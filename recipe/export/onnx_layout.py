@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from ..piper_tokenizer import PIPER_CONFIG_NAME
-from .errors import ExportError
-from .graph import set_metadata
-from .phonemes import is_phoneme_tokenizer
-from .readme import python_heredoc
+from recipe.export.errors import ExportError
+from recipe.export.graph import set_metadata
+from recipe.export.phonemes import is_phoneme_tokenizer
+from recipe.export.readme import python_heredoc
+from recipe.piper.tokenizer import PIPER_CONFIG_NAME
 
 GRAPH_FILE = "model.onnx"
 WITH_LENGTHS = True
@@ -58,9 +58,9 @@ def load_runtime(folder: str, num_threads: int | None = None):
         folder (`str`): the exported folder.
         num_threads (`int`, *optional*): intra-op threads; `None` for onnxruntime's default (all cores).
     """
-    from ..text import encode_text
-    from ..voices import load_tokenizer
-    from .dependencies import require
+    from recipe.export.dependencies import require
+    from recipe.text import encode_text
+    from recipe.voices import load_tokenizer
 
     onnxruntime = require("onnxruntime")
     options = onnxruntime.SessionOptions()

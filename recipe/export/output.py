@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from .errors import ExportError
+from recipe.export.errors import ExportError
 
 
 def check_output_dir(output_dir: str) -> None:

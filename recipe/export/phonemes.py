@@ -1,6 +1,6 @@
 """An imported Piper voice's phonemes, as the runtimes need them.
 
-Such a voice (`recipe.piper_import`) keeps its Piper config in its tokenizer (`recipe.piper_tokenizer`,
+Such a voice (`recipe.piper.importer`) keeps its Piper config in its tokenizer (`recipe.piper.tokenizer`,
 `piper_voice.json`): the `phoneme_id_map`, `phoneme_type` (`espeak`, or `text`: NFD code points) and the espeak voice.
 Piper phonemizes text itself from that config. sherpa-onnx 2.x no longer does (its espeak frontend is gone): it takes
 the phonemes as code points (`GenerationConfig.phoneme_codepoints`) and looks each up in `tokens.txt`, so each
@@ -14,8 +14,8 @@ import copy
 import math
 import unicodedata
 
-from .characters import describe
-from .errors import ExportError
+from recipe.export.characters import describe
+from recipe.export.errors import ExportError
 
 # Any text checks an export of a phoneme voice (both sides read the same phoneme ids); one sentence without a
 # sentence end, because Piper and sherpa-onnx synthesize sentence by sentence and the recipe's tokenizer concatenates
@@ -24,7 +24,7 @@ CHECK_TEXT = "The quick brown fox jumps over the lazy dog"
 
 
 def is_phoneme_tokenizer(tokenizer) -> bool:
-    """True for an imported Piper voice's tokenizer (`recipe.piper_tokenizer.PiperPhonemeTokenizer`)."""
+    """True for an imported Piper voice's tokenizer (`recipe.piper.tokenizer.PiperPhonemeTokenizer`)."""
     return hasattr(tokenizer, "piper_config") and hasattr(tokenizer, "phonemize_sentences")
 
 
@@ -84,7 +84,7 @@ def phonemizer(phoneme_type: str, espeak_voice: str):
     without its `[[ raw phonemes ]]` blocks): espeak-ng through piper-tts's bridge, or the text's NFD code points."""
     if phoneme_type == "text":
         return lambda text: [[ord(char) for char in unicodedata.normalize("NFD", text)]]
-    from .dependencies import require
+    from recipe.export.dependencies import require
 
     require("piper")
     from piper.phonemize_espeak import ESPEAK_DATA_DIR, EspeakPhonemizer

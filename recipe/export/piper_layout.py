@@ -26,10 +26,10 @@ import os
 
 import numpy as np
 
-from .characters import character_vocabulary, describe
-from .composition import ComposeLetters, letter_composition, sendable_ids
-from .errors import ExportError
-from .phonemes import is_phoneme_tokenizer, piper_voice_config
+from recipe.export.characters import character_vocabulary, describe
+from recipe.export.composition import ComposeLetters, letter_composition, sendable_ids
+from recipe.export.errors import ExportError
+from recipe.export.phonemes import is_phoneme_tokenizer, piper_voice_config
 
 GRAPH_FILE = "voice.onnx"
 CONFIG_FILE = "voice.onnx.json"
@@ -128,7 +128,7 @@ def load_runtime(folder: str, num_threads: int | None = None):
         num_threads (`int`, *optional*): onnxruntime intra-op threads; `None` keeps Piper's own session (all
             cores).
     """
-    from .dependencies import require
+    from recipe.export.dependencies import require
 
     piper = require("piper")
     voice = piper.PiperVoice.load(os.path.join(folder, GRAPH_FILE))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from .dependencies import require
+from recipe.export.dependencies import require
 
 QUANTIZATIONS = ("int8",)
 

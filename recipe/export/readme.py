@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..continuation import LINEAGE_FILE
-from .check import MAX_ABS_DIFFERENCE
+from recipe.export.check import MAX_ABS_DIFFERENCE
+from recipe.voices.lineage import LINEAGE_FILE
 
 
 def _lineage_table(lineage: list[dict]) -> str:

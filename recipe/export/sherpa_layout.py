@@ -24,11 +24,11 @@ import os
 
 import numpy as np
 
-from .characters import character_vocabulary, describe
-from .errors import ExportError
-from .graph import read_metadata, set_metadata
-from .phonemes import is_phoneme_tokenizer, phonemizer, phonemizer_settings, sherpa_tokens
-from .readme import python_heredoc
+from recipe.export.characters import character_vocabulary, describe
+from recipe.export.errors import ExportError
+from recipe.export.graph import read_metadata, set_metadata
+from recipe.export.phonemes import is_phoneme_tokenizer, phonemizer, phonemizer_settings, sherpa_tokens
+from recipe.export.readme import python_heredoc
 
 GRAPH_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
@@ -145,7 +145,7 @@ def load_runtime(folder: str, num_threads: int | None = None):
         folder (`str`): the exported folder.
         num_threads (`int`, *optional*): sherpa-onnx's threads; `None` for its default (1).
     """
-    from .dependencies import require
+    from recipe.export.dependencies import require
 
     sherpa_onnx = require("sherpa_onnx")
     vits = sherpa_onnx.OfflineTtsVitsModelConfig(

@@ -8,7 +8,7 @@ same layers under other names, without the `Flip` entries, with Linear instead o
 `vits_to_transformers(state)` turns a VITS state dict (weight norm already folded into plain `weight`s, e.g. by
 `fold_weight_norm`) into transformers' names and shapes; `load_plain_weights(model, weights)` assigns such plain
 weights to a `VitsModel`, including its layers that carry parametrized weight norm. The type-2 HiFi-GAN blocks of
-Piper's medium / low voices keep VITS's `convs.N` names (`recipe.piper_decoder`).
+Piper's medium / low voices keep VITS's `convs.N` names (`recipe.piper.decoder`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .discriminator import fold_weight_norm
+from recipe.model.discriminator import fold_weight_norm
 
 # (VITS pattern, transformers replacement), tried in order; the first match renames the whole key.
 _RULES: list[tuple[str, str]] = [

@@ -14,8 +14,8 @@ import os
 from transformers import VitsConfig, VitsModel, VitsTokenizer
 from transformers.utils import cached_file
 
-from .piper_decoder import Resblock2VitsConfig, VitsModelResblock2, is_resblock2_config_dict
-from .piper_tokenizer import PIPER_CONFIG_NAME, PiperPhonemeTokenizer
+from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2, is_resblock2_config_dict
+from recipe.piper.tokenizer import PIPER_CONFIG_NAME, PiperPhonemeTokenizer
 
 logger = logging.getLogger(__name__)
 

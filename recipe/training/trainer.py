@@ -20,13 +20,13 @@ What it changes in `Trainer`, and why:
     - `create_scheduler`: also creates the discriminator's optimizer and schedule (the only point where the number of
       steps is known and the generator is prepared), and follows the `--target_hours` plan (`replan`).
     - `_save_checkpoint`: the same files as `Trainer`'s, written into `partial-checkpoint-N` and renamed to
-      `checkpoint-N` once complete (`recipe.checkpoints`): a checkpoint is all there or not there. Callbacks with a
+      `checkpoint-N` once complete (`recipe.training.checkpoints`): a checkpoint is all there or not there. Callbacks with a
       `save_to_checkpoint(folder, checkpoint, args, state)` method (`AmplitudeMonitorCallback`) write their files
       into it before the rename.
     - `train`: checks the output folder (writable, room for a few checkpoints) before the first step; resumes only
       from an intact checkpoint (`--resume_from_checkpoint True`: the newest intact one, skipping damaged ones with
       a warning each); on Ctrl-C / SIGTERM finishes the step, saves and raises `TrainingInterrupted`
-      (`recipe.stopping`); turns a broken connection between processes into an error that says so.
+      (`recipe.training.signals`); turns a broken connection between processes into an error that says so.
     - Batches carry their clips' paths (`VitsDataCollator`'s `paths`): a non-finite loss is reported with the clips
       of the batch it came from, without a host sync per step.
 """
@@ -50,8 +50,10 @@ from transformers.optimization import get_scheduler
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
-from .budget import TimeBudgetCallback
-from .checkpoints import (
+from recipe.model.discriminator import DISCRIMINATOR_WEIGHTS_NAME, save_discriminator
+from recipe.model.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
+from recipe.model.training_forward import save_for_inference
+from recipe.training.checkpoints import (
     PARTIAL_PREFIX,
     CheckpointLoadError,
     CheckpointSaveError,
@@ -67,10 +69,8 @@ from .checkpoints import (
     remove_partial_checkpoints,
     verify_checkpoint,
 )
-from .discriminator import DISCRIMINATOR_WEIGHTS_NAME, save_discriminator
-from .losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
-from .modeling import save_for_inference
-from .stopping import StopOnSignalCallback, StopRequest, TrainingInterrupted
+from recipe.training.signals import StopOnSignalCallback, StopRequest, TrainingInterrupted
+from recipe.training.time_budget import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
 

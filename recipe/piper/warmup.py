@@ -11,7 +11,7 @@ The voice itself knows the answer. For each text of the user's data, its inferen
 decodes (prior sample through the reversed flow, voice's noise scales) and the durations it chose; the decoder turns
 `z` into audio. The posterior encoder is then trained to read `z` back from that audio's spectrogram (Gaussian
 error of its mean, Gaussian likelihood of the residual for its spread), and the duration predictor's posterior flows on the durations
-(the recipe's VITS-order NLL, `recipe.duration`). Everything inference uses stays frozen; no decoder backward pass is
+(the recipe's VITS-order NLL, `recipe.model.duration`). Everything inference uses stays frozen; no decoder backward pass is
 needed. Follow it with `run_finetune.py --warmup_untrained_parts` on the recordings themselves when they are another
 voice's.
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .audio import SpectrogramConfig, linear_spectrogram
-from .duration import stochastic_duration_nll
-from .text import encode_text
+from recipe.audio import SpectrogramConfig, linear_spectrogram
+from recipe.model.duration import stochastic_duration_nll
+from recipe.text import encode_text
 
 logger = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ class HifiGanResblock2(VitsHifiGan):
                 self.resblocks.append(HifiGanResidualBlock2(channels, kernel_size, dilation, config.leaky_relu_slope))
 
     def apply_weight_norm(self):
-        raise NotImplementedError("use recipe.modeling.apply_decoder_weight_norm")
+        raise NotImplementedError("use recipe.model.training_forward.apply_decoder_weight_norm")
 
     def remove_weight_norm(self):
         raise NotImplementedError("use torch.nn.utils.parametrize.remove_parametrizations")

@@ -12,7 +12,7 @@ import html
 import numpy as np
 import torch
 
-from .audio import SpectrogramConfig, log_mel_spectrogram
+from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 
 # Metrics shown in the per-sentence tables, in this order, with their display names.
 SENTENCE_METRICS = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .audio import LOG_MEL_FLOOR, SpectrogramConfig
+from recipe.audio import LOG_MEL_FLOOR, SpectrogramConfig
 
 
 @dataclass

@@ -17,7 +17,7 @@ CARD_FILE = "README.md"
 # What a `VitsModel` / `VitsTokenizer` folder holds (save_pretrained), i.e. what `from_pretrained` needs.
 MODEL_PATTERNS = ("config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", "*.index.json")
 TOKENIZER_PATTERNS = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-# The discriminator (recipe.discriminator.save_discriminator): only sent when asked, for further fine-tuning.
+# The discriminator (recipe.model.discriminator.save_discriminator): only sent when asked, for further fine-tuning.
 DISCRIMINATOR_PATTERNS = ("discriminator*", "discriminator/*")
 # Hub ids are `name` or `owner/name`; anything else (a local folder) is not put in the `datasets` metadata.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -172,7 +172,7 @@ def push_to_hub(
         `str`: the repository id the files were uploaded to.
     """
     if not card_text.strip():
-        raise ValueError("card_text is empty: build it with recipe.hub.build_model_card")
+        raise ValueError("card_text is empty: build it with recipe.training.hub.build_model_card")
     with open(os.path.join(output_dir, CARD_FILE), "w", encoding="utf-8") as f:
         f.write(card_text)
     files = files_to_upload(output_dir, include_discriminator)

@@ -2,26 +2,23 @@
 
 - `amplitude_stats`: loudness, silence and zero-crossing figures of one waveform.
 - `amplitude_status`: OK / WARNING / CRITICAL from an RMS and a reference RMS.
-- `synthesize`: deterministic, timed inference of one sentence with a `VitsModel`.
 - `mel_cepstral_distortion`: MCD between a synthesized clip and a recording, aligned by DTW (the
   `mel-cepstral-distance` package's, Kubichek 1993).
 - `duration_ratio`: how much longer (> 1) or shorter (< 1) the synthesized clip is than the recording.
-- `load_asr` / `transcribe` / `error_rates`: intelligibility (CER, WER with jiwer) through a `transformers`
-  speech-recognition pipeline.
+
+Intelligibility (ASR, CER) is in `recipe.evaluation.asr`, synthesis in `recipe.voices.synthesis`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 from mel_cepstral_distance import compare_amplitude_spectrograms
 from mel_cepstral_distance.computation import get_X_km
 from mel_cepstral_distance.helper import ms_to_samples
+
+from recipe.audio import as_mono_float
 
 # A frame is silent when its RMS is below -40 dBFS (full scale = amplitude 1.0).
 SILENCE_THRESHOLD_DBFS = -40.0
@@ -35,17 +32,6 @@ MIN_DBFS = -200.0
 def to_dbfs(amplitude: float) -> float:
     """`20 * log10(amplitude)`, floored at `MIN_DBFS` for zero."""
     return max(MIN_DBFS, 20.0 * math.log10(amplitude)) if amplitude > 0 else MIN_DBFS
-
-
-def _as_mono_float(waveform, name: str = "waveform") -> np.ndarray:
-    samples = np.asarray(waveform, dtype=np.float64)
-    if samples.ndim == 2 and 1 in samples.shape:
-        samples = samples.reshape(-1)
-    if samples.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D mono signal, got shape {samples.shape}")
-    if not np.all(np.isfinite(samples)):
-        raise ValueError(f"{name} holds NaN or infinite samples")
-    return samples
 
 
 def amplitude_stats(waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
@@ -69,7 +55,7 @@ def amplitude_stats(waveform: np.ndarray, sampling_rate: int) -> dict[str, float
     """
     if sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be positive, got {sampling_rate}")
-    samples = _as_mono_float(waveform)
+    samples = as_mono_float(waveform)
     num_samples = samples.size
     if num_samples == 0:
         raise ValueError("waveform is empty: no statistics for a clip of 0 samples")
@@ -136,60 +122,6 @@ def amplitude_status(rms: float, reference_rms: float, warning_ratio: float = 0.
     return "OK"
 
 
-def synthesize(model, tokenizer, text: str, seed: int = 0, speaker_id: int | None = None) -> tuple[np.ndarray, float]:
-    """Synthesize one sentence deterministically and time it.
-
-    The model is switched to eval mode for the call (no dropout) and put back in the mode it was in, so the
-    trainer can call this between steps. `seed` is set right before the forward because the duration predictor
-    and the prior sample noise.
-
-    Args:
-        model (`VitsModel`): the model, on any device.
-        tokenizer (`VitsTokenizer`): its tokenizer; `text` goes through `recipe.text.encode_text` (NFC, uroman when
-            the tokenizer asks for it, the tokenizer's own normalization), as in training.
-        text (`str`): the sentence.
-        seed (`int`, *optional*, defaults to 0): seed of the sampled noise.
-        speaker_id (`int`, *optional*): speaker index for a multi-speaker model; ignored by a single-speaker one.
-
-    Returns:
-        `tuple(np.ndarray, float)`: the float32 waveform `(num_samples,)` at `model.config.sampling_rate`, and the
-        wall-clock seconds the forward took.
-    """
-    from transformers import set_seed
-
-    from .text import encode_text
-
-    # the tokenization of training (NFC, uroman once per process), so that the model hears what it learned
-    _, token_ids = encode_text(text, tokenizer)
-    if not token_ids:
-        raise ValueError(f"The tokenizer turned {text!r} into no tokens: none of its characters is in the vocabulary")
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([token_ids], dtype=torch.long, device=device)
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    num_speakers = getattr(model.config, "num_speakers", 1)
-    if speaker_id is not None and num_speakers > 1 and not 0 <= speaker_id < num_speakers:
-        raise ValueError(f"speaker_id {speaker_id} is out of range for a model with {num_speakers} speakers")
-    extra = {"speaker_id": int(speaker_id)} if speaker_id is not None and num_speakers > 1 else {}
-
-    was_training = model.training
-    model.eval()
-    try:
-        set_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            output = model(**inputs, **extra)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-    finally:
-        model.train(was_training)
-    num_samples = int(output.sequence_lengths[0]) if output.sequence_lengths is not None else output.waveform.shape[-1]
-    waveform = output.waveform[0, :num_samples].float().cpu().numpy()
-    return waveform, seconds
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Distance to a recording
 
@@ -246,9 +178,9 @@ def mel_cepstral_distortion(waveform: np.ndarray, reference_waveform: np.ndarray
         `ValueError`: a clip that is not mono, holds NaN or infinite samples, or is not longer than one 32 ms window.
     """
     sampling_rate = int(spectrogram_config.sampling_rate)
-    spectrogram = _mcd_spectrogram(_as_mono_float(waveform, "waveform"), sampling_rate, "waveform")
+    spectrogram = _mcd_spectrogram(as_mono_float(waveform, "waveform"), sampling_rate, "waveform")
     reference = _mcd_spectrogram(
-        _as_mono_float(reference_waveform, "reference_waveform"), sampling_rate, "reference_waveform"
+        as_mono_float(reference_waveform, "reference_waveform"), sampling_rate, "reference_waveform"
     )
     distance, _ = compare_amplitude_spectrograms(
         spectrogram,
@@ -273,106 +205,3 @@ def duration_ratio(num_samples: int, reference_num_samples: int) -> float:
     if reference_num_samples <= 0:
         raise ValueError(f"reference length must be positive, got {reference_num_samples}")
     return num_samples / reference_num_samples
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Intelligibility
-
-
-class AsrUnavailableError(RuntimeError):
-    """The speech-recognition model or a package it needs cannot be loaded; the message says which and how to fix."""
-
-
-def _require_jiwer():
-    try:
-        import jiwer
-    except ImportError as error:
-        raise AsrUnavailableError("CER / WER need the `jiwer` package: pip install jiwer") from error
-    return jiwer
-
-
-def is_ctranslate2_whisper(path: str) -> bool:
-    """A CTranslate2 Whisper folder (as faster-whisper runs it): `model.bin`, `config.json` and a tokenizer file."""
-    return os.path.isdir(path) and all(
-        os.path.isfile(os.path.join(path, name)) for name in ("model.bin", "config.json", "tokenizer.json")
-    )
-
-
-@dataclass
-class FasterWhisperAsr:
-    """A CTranslate2 Whisper model run by faster-whisper, with the call `transcribe` makes of a pipeline."""
-
-    model: object
-    sampling_rate: int = 16000
-
-    def __call__(self, samples: np.ndarray) -> str:
-        # beam search and no previous-text conditioning: each clip is scored alone, the same way every time
-        segments, _ = self.model.transcribe(samples, beam_size=5, condition_on_previous_text=False)
-        return " ".join(segment.text.strip() for segment in segments).strip()
-
-
-def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
-    """A speech recognizer for CER / WER: a `transformers` "automatic-speech-recognition" pipeline (Whisper, MMS /
-    wav2vec2 CTC, ...), or, for a CTranslate2 Whisper folder (`model.bin` + `config.json` + `tokenizer.json`), that
-    model run by faster-whisper.
-
-    Raises:
-        `AsrUnavailableError` naming the model when it cannot be found or loaded, or the missing package.
-    """
-    _require_jiwer()
-    if is_ctranslate2_whisper(model_name_or_path):
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as error:
-            raise AsrUnavailableError(
-                f"--asr_model {model_name_or_path!r} is a CTranslate2 Whisper folder, which needs faster-whisper: "
-                'pip install -e ".[real-voice]"'
-            ) from error
-        device_type = torch.device(device).type
-        return FasterWhisperAsr(WhisperModel(model_name_or_path, device=device_type, compute_type="float32"))
-    from transformers import pipeline
-
-    try:
-        return pipeline("automatic-speech-recognition", model=model_name_or_path, device=torch.device(device))
-    except ImportError as error:
-        raise AsrUnavailableError(
-            f"--asr_model {model_name_or_path!r} needs a package that is not installed: {error}"
-        ) from error
-    except (OSError, ValueError, KeyError) as error:
-        raise AsrUnavailableError(
-            f"Could not load the speech-recognition model --asr_model {model_name_or_path!r} (a local folder with "
-            f"a model and its processor, a CTranslate2 Whisper folder, or a Hub id reachable from here): {error}"
-        ) from error
-
-
-def transcribe(asr, waveform: np.ndarray, sampling_rate: int) -> str:
-    """Transcribe one clip, resampled to the rate the recognizer reads."""
-    from .audio import resample
-
-    if isinstance(asr, FasterWhisperAsr):
-        return asr(resample(_as_mono_float(waveform).astype(np.float32), sampling_rate, asr.sampling_rate))
-    target_rate = asr.feature_extractor.sampling_rate
-    samples = resample(_as_mono_float(waveform).astype(np.float32), sampling_rate, target_rate)
-    return asr({"raw": samples, "sampling_rate": target_rate})["text"]
-
-
-def normalize_for_scoring(text: str) -> str:
-    """Lowercase, drop punctuation, collapse whitespace: ASR output and reference are compared on words only."""
-    jiwer = _require_jiwer()
-    transform = jiwer.Compose(
-        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
-    )
-    return transform(text)
-
-
-def error_rates(reference: str, hypothesis: str) -> dict[str, float]:
-    """Character and word error rates of `hypothesis` against `reference`, after `normalize_for_scoring`.
-
-    Returns:
-        `dict[str, float]`: `cer` and `wer` (0 is perfect; can exceed 1 with many insertions).
-    """
-    jiwer = _require_jiwer()
-    reference, hypothesis = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
-    if not reference:
-        raise ValueError("The reference text is empty after normalization: no error rate can be computed")
-    return {"cer": float(jiwer.cer(reference, hypothesis)), "wer": float(jiwer.wer(reference, hypothesis))}

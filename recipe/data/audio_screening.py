@@ -1,6 +1,6 @@
 """Audio that decodes but must not be trained on: cut files, non-finite samples, silence and heavy clipping.
 
-    from recipe.screening import AudioScreening, broken_reason, measure_levels, level_reason
+    from recipe.data.audio_screening import AudioScreening, broken_reason, measure_levels, level_reason
     screening = AudioScreening(truncation_tolerance=0.05, silence_threshold_db=-50.0, max_clipped_fraction=0.01)
     reason = broken_reason(decoded, screening)              # "truncated", "non_finite_audio" or ""
     levels = measure_levels(decoded.samples, mono, decoded.sampling_rate)
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import DecodedAudio
+from recipe.audio import DecodedAudio
 
 # A sample at or beyond the largest positive 16-bit PCM value (32767 / 32768, as soundfile scales it) is at full
 # scale: the negative extreme of 16-bit PCM is -1.0 exactly, a lossy decoder overshoots beyond 1.

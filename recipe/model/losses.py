@@ -260,7 +260,7 @@ def generator_objective(
         weights (`LossWeights`).
         discriminator (`VitsDiscriminator`, *optional*): adds `generator` and `feature_matching`. Gradients flow
             through it to the generated audio; its own parameters would receive some too, unless they do not
-            require grad: `VitsTrainer` calls this with the discriminator frozen (`recipe.trainer.frozen`), so the
+            require grad: `VitsTrainer` calls this with the discriminator frozen (`recipe.training.trainer.frozen`), so the
             generator's backward leaves the discriminator's gradients untouched.
         l2sp (`L2SPReference`, *optional*), model (`torch.nn.Module`, *optional*): adds `l2sp` (needs both, and a
             non-zero `weights.l2sp`).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from .discriminator import DISCRIMINATOR_WEIGHTS_NAME
+from recipe.model.discriminator import DISCRIMINATOR_WEIGHTS_NAME
 
 LINEAGE_FILE = "lineage.json"
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .audio import SpectrogramConfig, log_mel_spectrogram
-from .evaluation import amplitude_stats, amplitude_status, synthesize
+from recipe.audio import SpectrogramConfig, log_mel_spectrogram
+from recipe.evaluation.metrics import amplitude_stats, amplitude_status
+from recipe.voices.synthesis import synthesize
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def preserved_rng_state():
 
 
 def synthesize_texts(vits, tokenizer, texts: list[str], seed: int = 0) -> list[np.ndarray]:
-    """Synthesize `texts` with `recipe.evaluation.synthesize` (eval mode, no grad, mode restored), keeping RNG state."""
+    """Synthesize `texts` with `recipe.voices.synthesis.synthesize` (eval mode, no grad, mode restored), keeping RNG state."""
     with preserved_rng_state():
         # speaker 0 for a multi-speaker model; `synthesize` ignores it for a single-speaker one
         return [synthesize(vits, tokenizer, text, seed=seed, speaker_id=0)[0] for text in texts]
@@ -75,13 +76,13 @@ def reference_rms_from_dataset(eval_dataset, sampling_rate: int, max_clips: int 
         max_clips (`int`, *optional*): read only the first `max_clips` clips (large eval sets).
 
     Returns:
-        `float`: the mean over clips of `recipe.evaluation.amplitude_stats`'s `rms`, so that the recordings and the
+        `float`: the mean over clips of `recipe.evaluation.metrics.amplitude_stats`'s `rms`, so that the recordings and the
         synthesized sentences are measured the same way.
     """
     if "waveform" not in eval_dataset.column_names:
         raise ValueError(
             f"The eval dataset has no 'waveform' column (it has {eval_dataset.column_names}); "
-            "build it with recipe.data.prepare_datasets"
+            "build it with recipe.data.pipeline.prepare_datasets"
         )
     num_clips = len(eval_dataset) if max_clips is None else min(max_clips, len(eval_dataset))
     if num_clips == 0:
@@ -103,7 +104,7 @@ class AmplitudeMonitorCallback(TrainerCallback):
     """Stops a run whose synthesized voice fades to silence (or blows up), naming the last healthy checkpoint.
 
     At each evaluation the main process synthesizes `texts` with `model.vits` through the inference path and
-    compares their mean RMS with `reference_rms` (`recipe.evaluation.amplitude_status`): OK within `warning_ratio`
+    compares their mean RMS with `reference_rms` (`recipe.evaluation.metrics.amplitude_status`): OK within `warning_ratio`
     of the reference, WARNING up to `critical_ratio`, CRITICAL beyond. The result goes to
         - the log (a line per evaluation),
         - the evaluation's metrics and `state.log_history` as `eval_amplitude_rms`, `eval_amplitude_peak`,
@@ -490,7 +491,7 @@ class ProgressCallback(TrainerCallback):
 
     Samples/s is measured over the last logging window (`per_device_train_batch_size x gradient_accumulation_steps
     x world_size` samples per optimizer step); the ETA extrapolates the mean step time since training (re)started.
-    Lines go to the `recipe.callbacks` logger at INFO, on the main process only; the last one is kept in `last_line`.
+    Lines go to the `recipe.training.callbacks` logger at INFO, on the main process only; the last one is kept in `last_line`.
     """
 
     # Loss components logged by the VITS trainer under these stable names.

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from .sources import DataError
-from .text import character_kind
+from recipe.data.sources import DataError
+from recipe.text import character_kind
 
 # How many characters of each kind an error message lists.
 MAX_LISTED = 15

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, VitsTokenizer
 
-from .sources import load_source_from_args
-from .text import character_kind, count_dropped_characters
-from .text_screening import is_number
+from recipe.data.sources import load_source_from_args
+from recipe.data.text_screening import is_number
+from recipe.text import character_kind, count_dropped_characters
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import shutil
 import yaml
 from transformers import HfArgumentParser
 
-from .config import DataArguments, ModelArguments, VitsTrainingArguments
+from recipe.training.arguments import DataArguments, ModelArguments, VitsTrainingArguments
 
 # The recipe's fields of VitsTrainingArguments and the Trainer arguments a fine-tune usually sets, by group, in the
 # order --help shows them: (title, description, field names).

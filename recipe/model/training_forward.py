@@ -23,9 +23,9 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 from transformers import VitsModel
 
-from .alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
-from .audio import LOG_MEL_FLOOR, SpectrogramConfig, linear_spectrogram, log_mel_spectrogram
-from .duration import stochastic_duration_nll
+from recipe.audio import LOG_MEL_FLOOR, SpectrogramConfig, linear_spectrogram, log_mel_spectrogram
+from recipe.model.alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
+from recipe.model.duration import stochastic_duration_nll
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def disable_layer_drop(vits: VitsModel) -> None:
 
 def untrained_prefixes(model_folder: str | None) -> tuple[str, ...]:
     """The parameter-name prefixes an imported voice lacks, from its folder's `import_report.json`."""
-    from .piper_import import IMPORT_REPORT_NAME
+    from recipe.piper.importer import IMPORT_REPORT_NAME
 
     path = os.path.join(model_folder or "", IMPORT_REPORT_NAME)
     if model_folder is None or not os.path.isfile(path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.command == "warmup":
         return run_warmup(args, parser)
 
-    from .piper_import import import_voice
+    from recipe.piper.importer import import_voice
 
     try:
         report = import_voice(args.voice, args.output_dir, config_path=args.config, check=not args.no_check)
@@ -69,11 +68,11 @@ def run_warmup(args, parser) -> dict:
     import os
     import shutil
 
-    from .config import DataArguments
-    from .piper_import import IMPORT_REPORT_NAME
-    from .vocabulary import source_texts
-    from .voices import load_tokenizer, load_voice
-    from .warmup import warm_up_from_own_synthesis
+    from recipe.model.vocabulary import source_texts
+    from recipe.piper.importer import IMPORT_REPORT_NAME
+    from recipe.piper.warmup import warm_up_from_own_synthesis
+    from recipe.training.arguments import DataArguments
+    from recipe.voices import load_tokenizer, load_voice
 
     report_path = os.path.join(args.model, IMPORT_REPORT_NAME)
     if not os.path.isfile(report_path):
@@ -109,7 +108,3 @@ def run_warmup(args, parser) -> dict:
         raise
     print(json.dumps(report["warmup"], indent=2))
     return report
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,20 +1,20 @@
 """From a dataset on disk or on the Hub to filtered, Arrow-cached training features, with every lost clip accounted for.
 
-    from recipe.data import prepare_datasets
+    from recipe.data.pipeline import prepare_datasets
     features, report = prepare_datasets(data_args, tokenizer, model.config, output_dir)
 
 Steps, for the training split and the eval split (or the one of them a caller asks for with `splits=`):
 
-1. open the source (`recipe.sources`): a Hub / saved / parquet / audiofolder dataset, a Common Voice folder or an
+1. open the source (`recipe.data.sources`): a Hub / saved / parquet / audiofolder dataset, a Common Voice folder or an
    LJSpeech folder;
 2. pick the speaker(s) (`--speaker_id ID` or `top`) and the eval split (the source's dev split, else a fixed
    `--eval_fraction` of the selected training clips);
 3. normalize and tokenize every text (`recipe.text`, in a first `datasets.map`) and stop before any audio is decoded
    when more than `--max_text_not_in_vocabulary_fraction` of a split loses letters or digits to the vocabulary
-   (`recipe.text_screening`);
+   (`recipe.data.text_screening`);
 4. in `datasets.map` (`--preprocessing_num_workers` processes for a split of at least `MIN_CLIPS_PER_WORKER` clips per
    worker; a smaller split runs in the main process, where a pool costs more than it saves): decode with
-   `recipe.audio` (soundfile + soxr, at the model's sampling rate), screen the audio (`recipe.screening`: cut files,
+   `recipe.audio` (soundfile + soxr, at the model's sampling rate), screen the audio (`recipe.data.audio_screening`: cut files,
    NaN / inf samples, silence, clipping), compute the log-mel target, and give every clip that cannot be used exactly
    one drop reason (`too_many_tokens` covers a text over `--max_tokens_length` and one with more tokens than the clip
    has spectrogram frames, which no monotonic alignment can fit);
@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .audio import (
+from recipe.audio import (
     AudioDecodeError,
     SpectrogramConfig,
     audio_duration,
@@ -59,11 +59,11 @@ from .audio import (
     resample,
     to_mono,
 )
-from .feature_table import rows_to_table
-from .screening import AudioLevels, AudioScreening, broken_reason, level_reason, measure_levels
-from .sources import DataError, Source, load_source_from_args, resolve_audio_path
-from .text import encode_text_with_dropped, summarize_dropped_characters
-from .text_screening import lost_characters, text_loss_error
+from recipe.data.audio_screening import AudioLevels, AudioScreening, broken_reason, level_reason, measure_levels
+from recipe.data.feature_table import rows_to_table
+from recipe.data.sources import DataError, Source, load_source_from_args, resolve_audio_path
+from recipe.data.text_screening import lost_characters, text_loss_error
+from recipe.text import encode_text_with_dropped, summarize_dropped_characters
 
 __all__ = ["DROP_REASONS", "DataError", "format_report", "prepare_datasets"]
 
@@ -146,7 +146,7 @@ class FeatureSettings:
     screening: AudioScreening = AudioScreening()
     # --keep_clips_with_dropped_characters: a text that loses letters or digits is trained on as the tokenizer left it
     keep_dropped_characters: bool = False
-    # --allow_audio_outside_dataset (a saved / parquet dataset only, see `recipe.sources`)
+    # --allow_audio_outside_dataset (a saved / parquet dataset only, see `recipe.data.sources`)
     allow_outside: bool = False
 
 
@@ -312,7 +312,7 @@ def _text_reason(row: dict, num_samples: int, settings: FeatureSettings) -> str:
         return "empty_text"
     if len(input_ids) > settings.max_tokens or len(input_ids) > settings.spectrogram.num_frames(num_samples):
         # More tokens than spectrogram frames: no monotonic alignment gives every token a frame
-        # (`recipe.alignment`). With add_blank, 2 * characters + 1 tokens against 62.5 frames a second.
+        # (`recipe.model.alignment`). With add_blank, 2 * characters + 1 tokens against 62.5 frames a second.
         return "too_many_tokens"
     return ""
 
@@ -323,7 +323,7 @@ def featurize_batch(
     """`featurize` for each row of a `datasets.map(batched=True, with_indices=True)` batch, as one Arrow table of
     `features`; `texts` holds the split's `TEXT_FEATURES` (`encode_texts`), row for row.
 
-    The table is built from the NumPy arrays in one copy per column (`recipe.feature_table`), which `datasets` then
+    The table is built from the NumPy arrays in one copy per column (`recipe.data.feature_table`), which `datasets` then
     writes as it is, instead of converting every array of every row dict on its own.
     """
     needed = [name for name in (settings.audio_column, settings.text_column, settings.speaker_column) if name]
@@ -636,7 +636,7 @@ def _check_text_loss(
     name: str, split: datasets.Dataset, texts: datasets.Dataset, settings: FeatureSettings, limit: float
 ) -> None:
     """Stop before featurizing `split` (whose `TEXT_FEATURES` are `texts`) when more than `limit` of its clips of the
-    kept speakers would be dropped as `text_not_in_vocabulary` (`recipe.text_screening.text_loss_error`)."""
+    kept speakers would be dropped as `text_not_in_vocabulary` (`recipe.data.text_screening.text_loss_error`)."""
     if settings.keep_dropped_characters:
         return
     # read as lists: iterating a `datasets` column goes row by row (4.5 s for 100 000 rows)
@@ -899,7 +899,7 @@ def prepare_datasets(
     """Training and eval features for `model_config`, from the Arrow cache when a previous run built them.
 
     Args:
-        data_args (`DataArguments`): the data flags (`recipe.config.DataArguments`).
+        data_args (`DataArguments`): the data flags (`recipe.training.arguments.DataArguments`).
         tokenizer (`VitsTokenizer`): the model's tokenizer; its normalization and vocabulary make the `input_ids`.
         model_config (`VitsConfig`): gives the sampling rate and the STFT geometry of the log-mel target.
         output_dir (`str`): where `data_report.json` is written.

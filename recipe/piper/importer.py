@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from transformers import VitsConfig, VitsModel
 
-from .discriminator import fold_weight_norm
-from .piper_decoder import Resblock2VitsConfig, VitsModelResblock2
-from .piper_tokenizer import PiperPhonemeTokenizer, check_piper_config, require_piper
-from .vits_weights import load_plain_weights, vits_to_transformers
+from recipe.model.discriminator import fold_weight_norm
+from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2
+from recipe.piper.tokenizer import PiperPhonemeTokenizer, check_piper_config, require_piper
+from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
     Returns:
         `dict`: the import report.
     """
-    from .discriminator import DiscriminatorConfig, VitsDiscriminator, save_discriminator
+    from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator, save_discriminator
 
     require_piper()
     if not os.path.isfile(voice_path):
