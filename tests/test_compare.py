@@ -227,7 +227,9 @@ def test_references_featurize_the_eval_split_alone(tmp_path, monkeypatch):
 
     featurized = []
     real_featurize = recipe.data.pipeline.featurize
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
+    monkeypatch.setattr(
+        recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
+    )
     tokenizer = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
     args = CompareArguments(
         finetuned="unused",

@@ -315,7 +315,9 @@ def test_absolute_path_outside_common_voice_folder_is_not_read(tmp_path, tokeniz
 
     opened = []
     real_decode = recipe.data.pipeline.decode_audio
-    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name))
+    monkeypatch.setattr(
+        recipe.data.pipeline, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name)
+    )
     args = data_args(dataset, tmp_path, max_bad_fraction=0.5)
     _, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     assert report["train"]["dropped"]["path_outside_dataset"] == {"count": 1, "examples": [str(elsewhere)]}
@@ -395,7 +397,9 @@ def test_eval_split_alone_is_featurized_and_cached_apart(tmp_path, tokenizer, mo
     args = data_args(dataset, tmp_path, eval_fraction=0.4)
     featurized = []
     real_featurize = recipe.data.pipeline.featurize
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k))
+    monkeypatch.setattr(
+        recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
+    )
 
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("eval",))
     assert set(features) == set(report) == {"eval"} and len(features["eval"]) == 2

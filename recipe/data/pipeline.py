@@ -63,6 +63,7 @@ from recipe.data.audio_screening import AudioLevels, AudioScreening, broken_reas
 from recipe.data.feature_table import rows_to_table
 from recipe.data.sources import DataError, Source, load_source_from_args, resolve_audio_path
 from recipe.data.text_screening import lost_characters, text_loss_error
+from recipe.folders import publish_folder
 from recipe.text import encode_text_with_dropped, summarize_dropped_characters
 
 __all__ = ["DROP_REASONS", "DataError", "format_report", "prepare_datasets"]
@@ -749,7 +750,7 @@ def _build_features(
         with open(os.path.join(building, CACHE_MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle)
         try:
-            os.replace(building, cache_path)
+            publish_folder(building, cache_path)
         except OSError:
             if not os.path.isfile(os.path.join(cache_path, CACHE_MANIFEST)):
                 raise

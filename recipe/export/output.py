@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 
 from recipe.export.errors import ExportError
+from recipe.folders import hidden_staging_folder, publish_folder
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -27,9 +27,7 @@ def check_output_dir(output_dir: str) -> None:
 def staging_folder(output_dir: str):
     """A new hidden folder beside `output_dir` to write into; removed when the block fails or when `publish` was not
     called (then nothing of the export is left)."""
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.partial-", dir=parent)
+    staging = hidden_staging_folder(output_dir)
     try:
         yield staging
     finally:
@@ -40,10 +38,4 @@ def staging_folder(output_dir: str):
 def publish(staging: str, output_dir: str) -> None:
     """Move the finished `staging` folder to `output_dir` (same file system: one rename)."""
     check_output_dir(output_dir)  # again: another process may have written there meanwhile
-    if os.path.isdir(output_dir):
-        os.rmdir(output_dir)  # empty, checked above
-    # mkdtemp made the folder private (0700); the export gets the permissions of any folder the user creates
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
-    os.rename(staging, output_dir)
+    publish_folder(staging, output_dir)

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_warmup(args, parser) -> dict:
     import os
-    import shutil
 
+    from recipe.folders import folder_written_whole
     from recipe.model.vocabulary import source_texts
     from recipe.piper.importer import IMPORT_REPORT_NAME
     from recipe.piper.warmup import warm_up_from_own_synthesis
@@ -93,18 +93,10 @@ def run_warmup(args, parser) -> dict:
     except ValueError as error:
         parser.exit(2, f"error: {error} Nothing was written.\n")
     report["warmup"]["dataset_name"] = args.dataset_name
-    staging = f"{args.output_dir.rstrip(os.sep)}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        vits.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        with open(os.path.join(staging, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
+    with folder_written_whole(args.output_dir) as folder:  # complete or not at all, as the import's
+        vits.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        with open(os.path.join(folder, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
-        if os.path.isdir(args.output_dir):
-            os.rmdir(args.output_dir)  # empty, checked above
-        os.replace(staging, args.output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # the folder appears complete or not at all, as the import's
-        raise
     print(json.dumps(report["warmup"], indent=2))
     return report

@@ -21,14 +21,13 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import VitsConfig, VitsModel
 
+from recipe.folders import folder_written_whole
 from recipe.model.discriminator import fold_weight_norm
 from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2
 from recipe.piper.tokenizer import PiperPhonemeTokenizer, check_piper_config, require_piper
@@ -330,23 +329,13 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
     if check and not is_checkpoint:
         report["parity"] = check_parity(model, tokenizer, voice_path)
 
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".import-", dir=parent)
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the model folder is an ordinary one
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+    with folder_written_whole(output_dir) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
         if discriminator is not None:
-            save_discriminator(discriminator, staging)  # `--discriminator auto` picks it up
-        with open(os.path.join(staging, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
+            save_discriminator(discriminator, folder)  # `--discriminator auto` picks it up
+        with open(os.path.join(folder, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
-        if os.path.isdir(output_dir):
-            os.rmdir(output_dir)  # empty, checked above
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.evaluation.metrics import amplitude_stats, amplitude_status
+from recipe.training.checkpoint_hooks import CheckpointAwareCallback
 from recipe.voices.synthesis import synthesize
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def reference_rms_from_dataset(eval_dataset, sampling_rate: int, max_clips: int 
     return reference
 
 
-class AmplitudeMonitorCallback(TrainerCallback):
+class AmplitudeMonitorCallback(CheckpointAwareCallback):
     """Stops a run whose synthesized voice fades to silence (or blows up), naming the last healthy checkpoint.
 
     At each evaluation the main process synthesizes `texts` with `model.vits` through the inference path and

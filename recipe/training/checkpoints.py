@@ -28,6 +28,8 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from recipe.folders import publish_folder
+
 logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = "partial-"
@@ -56,33 +58,13 @@ def partial_path(checkpoint: str) -> str:
     return os.path.join(parent, PARTIAL_PREFIX + name)
 
 
-def _fsync(path: str, directory: bool = False) -> None:
-    descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def commit(staging: str, checkpoint: str) -> None:
-    """Flush `staging`'s files to disk and rename it to `checkpoint`, replacing an older folder of that name.
+    """Flush `staging`'s files to disk and rename it to `checkpoint`, replacing an older folder of that name (a
+    checkpoint of the same step from an earlier run in this output_dir).
 
     The flush comes first so that after a power cut the renamed folder never holds files whose data was lost.
     """
-    for root, _, files in os.walk(staging):
-        for name in files:
-            _fsync(os.path.join(root, name))
-        _fsync(root, directory=True)
-    if os.path.isdir(checkpoint):
-        # a folder of the same step from an earlier run in this output_dir: move it aside first, since a rename onto
-        # a non-empty folder fails; a crash in between leaves the new checkpoint and a `partial-` leftover
-        aside = partial_path(checkpoint) + f".old-{uuid.uuid4().hex[:8]}"
-        os.replace(checkpoint, aside)
-        os.replace(staging, checkpoint)
-        shutil.rmtree(aside)
-    else:
-        os.replace(staging, checkpoint)
-    _fsync(os.path.dirname(os.path.abspath(checkpoint)), directory=True)
+    publish_folder(staging, checkpoint, overwrite=True, durable=True)
 
 
 def remove_partial_checkpoints(run_dir: str) -> list[str]:

@@ -53,6 +53,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rota
 from recipe.model.discriminator import DISCRIMINATOR_WEIGHTS_NAME, save_discriminator
 from recipe.model.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
 from recipe.model.training_forward import save_for_inference
+from recipe.training.checkpoint_hooks import CheckpointAwareCallback
 from recipe.training.checkpoints import (
     PARTIAL_PREFIX,
     CheckpointLoadError,
@@ -566,7 +567,7 @@ class VitsTrainer(Trainer):
                 self._save_trainer_state(staging)
                 self._save_training_state(staging)
                 for callback in self.callback_handler.callbacks:
-                    if hasattr(callback, "save_to_checkpoint"):
+                    if isinstance(callback, CheckpointAwareCallback):
                         callback.save_to_checkpoint(staging, checkpoint, self.args, self.state)
         except Exception as error:  # noqa: BLE001 - re-raised with what failed and what is left
             raise self._save_failure(error, staging, checkpoint, run_dir) from error
@@ -665,7 +666,7 @@ class VitsTrainer(Trainer):
         self._load_training_weights(resume_from_checkpoint)
         # the checkpoint may live outside output_dir: callbacks that keep state in it read it from there
         for callback in self.callback_handler.callbacks:
-            if hasattr(callback, "resuming_from"):
+            if isinstance(callback, CheckpointAwareCallback):
                 callback.resuming_from(resume_from_checkpoint)
         plan_path = os.path.join(resume_from_checkpoint, TRAINING_STATE_DIR, PLAN_FILE)
         if os.path.isfile(plan_path):
