@@ -8,7 +8,9 @@
         --output_dir outputs/kmr --max_steps 2000 --eval_strategy steps --eval_steps 200 --save_steps 200
     python run_finetune.py configs/mms_kmr_common_voice.json --preprocessing_only   # build the feature cache once
 
-Arguments: one JSON or YAML file, or flags (`--help`); `recipe/config.py` documents them all.
+Arguments: one JSON or YAML file, or flags (`--help`); `recipe/config.py` documents them all. Exit status: 0; 2 and one
+line `run_finetune.py: error: MESSAGE` for bad input (`recipe.errors.run_command`; `RECIPE_DEBUG=1` also shows its
+traceback); 128 + the signal's number after Ctrl-C / SIGTERM stopped training cleanly.
 """
 
 from __future__ import annotations
@@ -29,24 +31,22 @@ from recipe.audio import SpectrogramConfig
 from recipe.data.collator import VitsDataCollator
 from recipe.data.pipeline import prepare_datasets
 from recipe.data.replay import mix_replay, replay_args
+from recipe.errors import ArgumentsError, MissingInputError, run_command
 from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
 from recipe.model.losses import L2SPReference
-from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.model.preparation import prepare_for_training
+from recipe.model.training_forward import VitsForTraining
 from recipe.model.vocabulary import (
     extend_text_embeddings,
     extend_vocabulary,
     parse_init_map,
     prepare_embeddings_for_training,
 )
-from recipe.piper.tokenizer import PiperPhonemeTokenizer
+from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
+from recipe.training.amplitude_probe import reference_rms_from_dataset
 from recipe.training.arguments import ModelArguments
-from recipe.training.callbacks import (
-    AmplitudeMonitorCallback,
-    AudioSamplesCallback,
-    ProgressCallback,
-    reference_rms_from_dataset,
-)
-from recipe.training.parser import ArgumentsError, RecipeArgumentParser
+from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback
+from recipe.training.parser import RecipeArgumentParser
 from recipe.training.signals import ForcedStop, TrainingInterrupted
 from recipe.training.trainer import VitsTrainer
 from recipe.voices.lineage import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
@@ -62,8 +62,8 @@ def parse_arguments(argv: list[str] | None = None):
     the flags after it override (`run_finetune.py configs/demo.json --max_steps 50`).
 
     Raises:
-        `ArgumentsError` (a `ValueError`): a mistyped flag or file key (naming the closest real ones), a value of
-            the wrong type or one the arguments refuse; `run_finetune.py` prints it as one line.
+        `ArgumentsError` (a `ValueError` and an `InputError`): a mistyped flag or file key (naming the closest real
+            ones), a value of the wrong type or one the arguments refuse; `run_finetune.py` prints it as one line.
     """
     return RecipeArgumentParser().parse(sys.argv[1:] if argv is None else argv)
 
@@ -100,26 +100,36 @@ def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
     """The tokenizer of `--tokenizer_name`, else of `--model_name_or_path` (`recipe.voices.load_tokenizer`)."""
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is None:
-        raise ValueError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
-    return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token)
+        raise ArgumentsError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
+    try:
+        return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token)
+    except OSError as error:  # transformers' "not a local folder and not a valid model identifier", and the like
+        flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+        raise ArgumentsError(f"{flag} {name!r}: could not load a tokenizer from it: {error}") from error
 
 
 def load_model_config(model_args: ModelArguments) -> VitsConfig:
     if model_args.model_name_or_path is not None and model_args.config_name is not None:
         # ModelArguments refuses it at parsing; a ModelArguments changed after that must not lose one silently
-        raise ValueError(
+        raise ArgumentsError(
             f"Give --model_name_or_path ({model_args.model_name_or_path!r}) or --config_name "
             f"({model_args.config_name!r}), not both"
         )
     if model_args.model_name_or_path is not None:
-        return voices.load_voice_config(
-            model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
-        )
+        try:
+            return voices.load_voice_config(
+                model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
+            )
+        except OSError as error:
+            raise ArgumentsError(
+                f"--model_name_or_path {model_args.model_name_or_path!r}: could not load a VitsModel config from it: "
+                f"{error}"
+            ) from error
     if model_args.config_name is not None:
         if not os.path.isfile(model_args.config_name):
-            raise FileNotFoundError(f"--config_name {model_args.config_name}: no such VitsConfig JSON file")
+            raise MissingInputError(f"--config_name {model_args.config_name}: no such VitsConfig JSON file")
         return voices.load_voice_config(model_args.config_name)
-    raise ValueError("Give --model_name_or_path (a VitsModel to fine-tune) or --config_name (a VitsConfig JSON)")
+    raise ArgumentsError("Give --model_name_or_path (a VitsModel to fine-tune) or --config_name (a VitsConfig JSON)")
 
 
 def load_model(model_args: ModelArguments, config: VitsConfig) -> VitsModel:
@@ -136,23 +146,23 @@ def load_discriminator_config(model_args: ModelArguments) -> DiscriminatorConfig
     if name is None:
         return None
     if model_args.discriminator != "random":
-        raise ValueError(
+        raise ArgumentsError(
             f"--discriminator_config_name describes a fresh discriminator; --discriminator is {model_args.discriminator!r}"
         )
     if not os.path.isfile(name):
-        raise FileNotFoundError(f"--discriminator_config_name {name}: no such JSON file")
+        raise MissingInputError(f"--discriminator_config_name {name}: no such JSON file")
     with open(name) as handle:
         fields = json.load(handle)
     try:
         return DiscriminatorConfig(**fields)
     except TypeError as error:
-        raise ValueError(f"{name}: not a DiscriminatorConfig ({error})") from error
+        raise ArgumentsError(f"{name}: not a DiscriminatorConfig ({error})") from error
 
 
 def check_vocabulary(tokenizer, config: VitsConfig) -> None:
     largest_id = max(tokenizer.get_vocab().values())
     if largest_id >= config.vocab_size:
-        raise ValueError(
+        raise ArgumentsError(
             f"The tokenizer has ids up to {largest_id} but the model's vocab_size is {config.vocab_size}: "
             "they do not belong together (check --tokenizer_name)"
         )
@@ -163,7 +173,7 @@ def hours_of_audio(dataset, sampling_rate: int) -> float:
 
 
 def build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate: int) -> list:
-    callbacks = [ProgressCallback()]
+    callbacks = [TrainingLogLineCallback()]
     if eval_dataset is None or training_args.eval_strategy == "no":
         reason = "there is no eval split" if eval_dataset is None else "--eval_strategy is 'no'"
         logger.warning(
@@ -190,17 +200,17 @@ def build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate: int) 
     return callbacks
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Runs the recipe; returns the final metrics (train, eval) as a dict."""
-    started_at = time.monotonic()
-
-    # 1. Arguments and logging
-    model_args, data_args, training_args = parse_arguments(argv)
+def take_over_hub_upload(training_args) -> bool:
+    """Whether to push at the end. The Hub upload is this script's (model, tokenizer, card), not Trainer's (which
+    would also send checkpoints): Trainer's `push_to_hub` is turned off."""
     push_to_hub = training_args.push_to_hub
     if push_to_hub and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (owner/name)")
-    # the Hub upload is this script's (model, tokenizer, card), not Trainer's (which would also send checkpoints)
+        raise ArgumentsError("--push_to_hub needs --hub_model_id (owner/name)")
     training_args.push_to_hub = False
+    return push_to_hub
+
+
+def configure_logging(training_args) -> None:
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -216,31 +226,33 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(name).setLevel(recipe_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")
-    set_seed(training_args.seed)
 
-    # 2. Tokenizer and model configuration (enough to build the features)
-    tokenizer = load_tokenizer(model_args)
-    config = load_model_config(model_args)
-    check_vocabulary(tokenizer, config)
-    # New letters go into the tokenizer before the features are tokenized, so the cached input_ids use them.
-    added_characters = []
-    if model_args.extend_vocabulary and isinstance(tokenizer, PiperPhonemeTokenizer):
-        raise ValueError(
+
+def extend_tokenizer(model_args, data_args, training_args, tokenizer) -> tuple[object, list[str]]:
+    """With `--extend_vocabulary`, the tokenizer with the data's new letters and those letters (the main process
+    writes `vocabulary_report.json`); otherwise the tokenizer unchanged and no letters."""
+    if not model_args.extend_vocabulary:
+        return tokenizer, []
+    if voices.tokenizer_kind(tokenizer) == "piper_phonemes":
+        raise ArgumentsError(
             f"--extend_vocabulary adds letters to a character vocabulary; the tokenizer of "
             f"{model_args.tokenizer_name or model_args.model_name_or_path} ({type(tokenizer).__name__}) maps phonemes "
             "and has no letters to add"
         )
-    if model_args.extend_vocabulary:
-        tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer, token=model_args.token)
-        added_characters = [entry["character"] for entry in vocabulary_report["added"]]
-        if training_args.process_index == 0:
-            os.makedirs(training_args.output_dir, exist_ok=True)
-            with open(os.path.join(training_args.output_dir, "vocabulary_report.json"), "w", encoding="utf-8") as f:
-                json.dump(vocabulary_report, f, ensure_ascii=False, indent=2)
+    tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer, token=model_args.token)
+    if training_args.process_index == 0:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "vocabulary_report.json"), "w", encoding="utf-8") as f:
+            json.dump(vocabulary_report, f, ensure_ascii=False, indent=2)
+    return tokenizer, [entry["character"] for entry in vocabulary_report["added"]]
 
-    # 3. Features: built once by the main process, read from the Arrow cache by the others. local=False: with several
-    # machines, the main process of the whole run (not one per machine) builds them into the shared --cache_dir.
+
+def build_features(model_args, data_args, training_args, tokenizer, config) -> tuple[dict, dict, object]:
+    """The splits, the data report, and the training set (mixed with the replay data with `--replay_dataset_name`).
+
+    Built once by the main process, read from the Arrow cache by the others. local=False: with several machines, the
+    main process of the whole run (not one per machine) builds them into the shared --cache_dir.
+    """
     with training_args.main_process_first(local=False, desc="dataset preprocessing"):
         splits, data_report = prepare_datasets(
             data_args, tokenizer, config, training_args.output_dir, token=model_args.token
@@ -250,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
             replay_splits, _ = prepare_datasets(
                 replay_args(data_args), tokenizer, config, replay_output, token=model_args.token
             )
-    train_dataset, eval_dataset = splits["train"], splits["eval"]
+    train_dataset = splits["train"]
     if data_args.replay_dataset_name:
         train_dataset, replay_report = mix_replay(
             train_dataset,
@@ -260,12 +272,12 @@ def main(argv: list[str] | None = None) -> dict:
             num_speakers=config.num_speakers,
         )
         logger.info(f"Replay: {replay_report}")
-    logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
-    if data_args.preprocessing_only:
-        logger.info("--preprocessing_only: the features are cached; exiting before training")
-        return {"data_report": data_report}
+    return splits, data_report, train_dataset
 
-    # 4. Model, discriminator and the reference of the starting weights
+
+def load_model_for_training(model_args, config, tokenizer, added_characters: list[str]) -> tuple[VitsModel, list]:
+    """The model to fine-tune, with embeddings for the new letters, prepared for training; and the callbacks that
+    keep the original embeddings frozen (`--freeze_original_embeddings`)."""
     vits = load_model(model_args, config)
     new_token_ids = []
     if added_characters:
@@ -276,12 +288,73 @@ def main(argv: list[str] | None = None) -> dict:
     _, embedding_callbacks = prepare_embeddings_for_training(
         vits, new_token_ids, freeze_original=model_args.freeze_original_embeddings
     )
-    model = VitsForTraining(vits, segment_size=training_args.segment_size)
-    # --discriminator auto: the starting folder's discriminator when a previous round saved one
+    return vits, embedding_callbacks
+
+
+def load_run_discriminator(model_args):
+    """The discriminator of `--discriminator`; `auto` (resolved in `model_args`, which the lineage records) is the
+    starting folder's discriminator when a previous round saved one."""
     model_args.discriminator = resolve_discriminator(
         model_args.discriminator, model_args.model_name_or_path, model_args.discriminator_config_name
     )
-    discriminator = load_discriminator(model_args.discriminator, load_discriminator_config(model_args))
+    return load_discriminator(model_args.discriminator, load_discriminator_config(model_args))
+
+
+def resume_argument(resume):
+    """`--resume_from_checkpoint` as `Trainer.train` takes it: `True` for "true" / "last" (the newest intact
+    checkpoint-N in output_dir), `None` for "false" / "none" / "", else unchanged (a folder)."""
+    if isinstance(resume, str) and resume.lower() in {"true", "last"}:
+        return True
+    if isinstance(resume, str) and resume.lower() in {"false", "none", ""}:
+        return None
+    return resume
+
+
+def record_lineage(trainer, model_args, data_args, round_hours: float, added_characters: list[str]) -> list[dict]:
+    """The starting folder's rounds plus this one (for the next round and the model card), written by the main
+    process into output_dir."""
+    entry = round_entry(model_args, data_args, trainer.state.global_step, round_hours, added_characters)
+    lineage = append_round(read_lineage(model_args.model_name_or_path), entry)
+    if trainer.is_world_process_zero():
+        write_lineage(trainer.args.output_dir, lineage)
+    return lineage
+
+
+def report_metrics(trainer, split: str, metrics: dict) -> None:
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the recipe; returns the final metrics (train, eval) as a dict."""
+    started_at = time.monotonic()
+
+    # 1. Arguments and logging
+    model_args, data_args, training_args = parse_arguments(argv)
+    push_to_hub = take_over_hub_upload(training_args)
+    configure_logging(training_args)
+    logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")
+    set_seed(training_args.seed)
+
+    # 2. Tokenizer and model configuration (enough to build the features). New letters go into the tokenizer before
+    # the features are tokenized, so the cached input_ids use them.
+    tokenizer = load_tokenizer(model_args)
+    config = load_model_config(model_args)
+    check_vocabulary(tokenizer, config)
+    tokenizer, added_characters = extend_tokenizer(model_args, data_args, training_args, tokenizer)
+
+    # 3. Features
+    splits, data_report, train_dataset = build_features(model_args, data_args, training_args, tokenizer, config)
+    eval_dataset = splits["eval"]
+    logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
+    if data_args.preprocessing_only:
+        logger.info("--preprocessing_only: the features are cached; exiting before training")
+        return {"data_report": data_report}
+
+    # 4. Model, discriminator and the reference of the starting weights
+    vits, embedding_callbacks = load_model_for_training(model_args, config, tokenizer, added_characters)
+    model = VitsForTraining(vits, segment_size=training_args.segment_size)
+    discriminator = load_run_discriminator(model_args)
     l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
 
     # 5. Trainer
@@ -302,39 +375,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in {"true", "last"}:
-        resume = True  # the newest intact checkpoint-N in output_dir
-    elif isinstance(resume, str) and resume.lower() in {"false", "none", ""}:
-        resume = None
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
-    # Lineage: the starting folder's rounds plus this one, for the next round and the model card
-    lineage = append_round(
-        read_lineage(model_args.model_name_or_path),
-        round_entry(
-            model_args,
-            data_args,
-            trainer.state.global_step,
-            hours_of_audio(splits["train"], sampling_rate),  # this round's own data, without the replay
-            added_characters,
-        ),
+    # this round's own data, without the replay
+    lineage = record_lineage(
+        trainer, model_args, data_args, hours_of_audio(splits["train"], sampling_rate), added_characters
     )
-    if trainer.is_world_process_zero():
-        write_lineage(training_args.output_dir, lineage)
     if trainer.budget is not None:
         metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
+    report_metrics(trainer, "train", metrics)
     trainer.save_state()
 
     # 7. Final evaluation of the saved weights
     if trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
+        report_metrics(trainer, "eval", eval_metrics)
         metrics.update(eval_metrics)
 
     # 8. Hub: model, tokenizer and card (and the discriminator with --hub_include_discriminator)
@@ -349,12 +406,15 @@ def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: 
     final_losses = {
         key[len("eval_") :]: value
         for key, value in metrics.items()
-        if key.startswith("eval_") and key[len("eval_") :] in ProgressCallback.COMPONENTS
+        if key.startswith("eval_") and key[len("eval_") :] in TrainingLogLineCallback.COMPONENTS
     }
     monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, AmplitudeMonitorCallback)), None)
     amplitude = None
     if monitor is not None and monitor.last_result is not None:
         amplitude = {"status": monitor.last_result["status"], "last_evaluation": monitor.last_result}
+    # the saved config says which loading snippet works for this model (a type-2 Piper decoder is not transformers')
+    with open(os.path.join(training_args.output_dir, "config.json"), encoding="utf-8") as handle:
+        model_config = json.load(handle)
     card = build_model_card(
         base_model=model_args.model_name_or_path or model_args.config_name,
         dataset_name=data_args.dataset_name,
@@ -364,6 +424,7 @@ def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: 
         amplitude_status=amplitude,
         language=getattr(trainer.processing_class, "language", None),
         lineage=lineage,
+        model_config=model_config,
     )
     repo_id = push_to_hub(
         training_args.output_dir,
@@ -395,16 +456,20 @@ def exit_after_stop(status: int) -> None:
 def cli(argv: list[str] | None = None) -> int:
     """`main` as a command; returns the exit status.
 
-    - 2 and one line for a mistake in the arguments (`ArgumentsError`), not a traceback;
+    - 0 once training, evaluation and saving are done;
+    - 2 and one line `run_finetune.py: error: MESSAGE` for bad input (an `InputError`: the arguments, the data, a
+      checkpoint, a missing package), not a traceback; every process prints its own (`recipe.errors.run_command`,
+      `RECIPE_DEBUG=1` also shows the traceback). Any other error is a bug and keeps its traceback;
     - 128 + the signal's number when Ctrl-C / SIGTERM stopped training, with the checkpoint saved and the command
       that resumes from it (printed by the main process).
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_command("run_finetune.py", train_until_stopped, argv)
+
+
+def train_until_stopped(argv: list[str]) -> int:
+    """`main(argv)`, with a stop by a signal turned into its exit status (see `cli`)."""
     try:
         main(argv)
-    except ArgumentsError as error:
-        print(f"run_finetune.py: error: {error}", file=sys.stderr)
-        return 2
     except TrainingInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":
             if stop.checkpoint is not None:

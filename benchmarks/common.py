@@ -1,4 +1,5 @@
-"""What both benchmark scripts share: the machine's description, peak memory, and the JSON / table output."""
+"""What the benchmark scripts share: the machine's description, peak memory, the JSON / table output, and a clip read
+as the data pipeline reads it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +62,14 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a host clock reading covers it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def read_clip(path: str, sampling_rate: int) -> np.ndarray:
+    """The clip at `path` decoded, mixed to mono and resampled to `sampling_rate`, as `recipe.data` reads a clip."""
+    from recipe.audio import decode_audio, resample, to_mono
+
+    decoded = decode_audio(path)
+    return resample(to_mono(decoded.samples), decoded.sampling_rate, sampling_rate)
 
 
 def write_json(results: dict, path: str | None) -> None:

@@ -38,13 +38,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import REPO_ROOT, format_table, machine_description, write_json  # noqa: E402
+from common import format_table, machine_description, write_json  # noqa: E402
 
 from recipe.audio import SpectrogramConfig  # noqa: E402
 from recipe.evaluation.metrics import amplitude_stats, mel_cepstral_distortion  # noqa: E402
 from recipe.export import FORMATS, export_voice  # noqa: E402
 from recipe.export.check import compare, reference_waveform  # noqa: E402
 from recipe.export.exporter import default_check_text  # noqa: E402
+from recipe.model.tiny import make_tiny_config  # noqa: E402
 from recipe.voices import load_tokenizer, load_voice  # noqa: E402
 
 # single sentences (sherpa-onnx synthesizes each sentence on its own), lower case, letters of the vocabulary below
@@ -68,9 +69,6 @@ def make_random_model(folder: str, model_config: str, seed: int = 0) -> str:
     if model_config == "mms":
         config = VitsConfig(vocab_size=len(VOCABULARY))
     else:
-        sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
-        from conftest import make_tiny_config
-
         config = make_tiny_config(vocab_size=len(VOCABULARY))
     torch.manual_seed(seed)
     VitsModel(config).save_pretrained(folder)

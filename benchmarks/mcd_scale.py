@@ -15,7 +15,8 @@ each measured by
       natural-log 80-band mel of the training geometry, n_fft 1024 and hop 256 for Joe, times 10 sqrt(2) / ln 10,
       exact DTW), read from git (`git show COMMIT:recipe/evaluation.py` and `recipe/audio.py`, so the checkout must
       be a git clone);
-    - `new`: today's `recipe.evaluation.metrics.mel_cepstral_distortion` (the `mel-cepstral-distance` package, its defaults);
+    - `new`: today's `recipe.evaluation.metrics.mel_cepstral_distortion` (the `mel-cepstral-distance` package, its
+      defaults);
     - and, as a check, the package's own `compare_audio_files` on the same pairs written as WAV files, which `new`
       must equal.
 Because the noise is not seeded, the figures move a little from one run to the next. At 22050 Hz the package's

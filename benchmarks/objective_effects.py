@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from recipe.audio import SpectrogramConfig, load_audio, log_mel_spectrogram  # noqa: E402
+from common import REPO_ROOT, read_clip  # noqa: E402
+
+from recipe.audio import SpectrogramConfig, log_mel_spectrogram  # noqa: E402
 from recipe.model.alignment import monotonic_alignment  # noqa: E402
 from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator  # noqa: E402
 from recipe.model.losses import (  # noqa: E402
@@ -34,10 +36,11 @@ from recipe.model.losses import (  # noqa: E402
     mel_loss,
     normalized_mel_loss,
 )
-from recipe.model.training_forward import VitsForTraining, prepare_for_training  # noqa: E402
+from recipe.model.preparation import prepare_for_training  # noqa: E402
+from recipe.model.tiny import make_tiny_config  # noqa: E402
+from recipe.model.training_forward import VitsForTraining  # noqa: E402
 from recipe.text import encode_text  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CLIP = os.path.join(REPO_ROOT, "demo", "kmr_ljspeech", "wavs", "KMR-0004.wav")
 DEMO_TEXT = "Spas ji bo alîkariya te."  # replaced by the metadata.csv text of the clip when present
 TOKENIZER = os.path.join(REPO_ROOT, "demo", "tiny_model")
@@ -47,10 +50,7 @@ SMALL_DISCRIMINATOR = DiscriminatorConfig(period_channels=[1, 16, 32, 64], scale
 
 
 def tiny_config(vocab_size: int) -> VitsConfig:
-    """The test suite's tiny config (tests/conftest.py), with LayerDrop off so that runs are comparable."""
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
-    from conftest import make_tiny_config
-
+    """The tests' tiny config (`recipe.model.tiny`), with LayerDrop off so that runs are comparable."""
     return make_tiny_config(vocab_size=vocab_size, layerdrop=0.0)
 
 
@@ -67,7 +67,7 @@ def demo_batch(spectrogram_config):
     tokenizer = VitsTokenizer.from_pretrained(TOKENIZER)
     _, input_ids = encode_text(text, tokenizer)  # as training featurizes it
     input_ids = torch.tensor([input_ids])
-    waveform = torch.from_numpy(load_audio(DEMO_CLIP, spectrogram_config.sampling_rate))
+    waveform = torch.from_numpy(read_clip(DEMO_CLIP, spectrogram_config.sampling_rate))
     frames = len(waveform) // spectrogram_config.hop_length
     waveform = waveform[: frames * spectrogram_config.hop_length][None]
     batch = {
@@ -180,7 +180,7 @@ def run_amplitude(seed: int, warmup_steps: int, steps: int, weight: float, warmu
 def run_normalized():
     print("== plain vs normalized mel loss of one clip at three gains (generated = 0.8 x clip + noise) ==")
     config = SpectrogramConfig.from_model_config(tiny_config(len(VitsTokenizer.from_pretrained(TOKENIZER))))
-    clip = torch.from_numpy(load_audio(DEMO_CLIP, config.sampling_rate))
+    clip = torch.from_numpy(read_clip(DEMO_CLIP, config.sampling_rate))
     generated = 0.8 * clip + 0.01 * torch.randn(len(clip), generator=torch.Generator().manual_seed(0))
     frames = len(clip) // config.hop_length
     samples = frames * config.hop_length
@@ -203,9 +203,8 @@ def run_mas():
         started = time.perf_counter()
         for _ in range(5):
             monotonic_alignment(scores, torch.ones(batch_size, tokens), torch.ones(batch_size, frames))
-        print(
-            f"batch {batch_size} x {tokens} tokens x {frames} frames: {(time.perf_counter() - started) / 5 * 1000:.1f} ms"
-        )
+        milliseconds = (time.perf_counter() - started) / 5 * 1000
+        print(f"batch {batch_size} x {tokens} tokens x {frames} frames: {milliseconds:.1f} ms")
     # the GPU benchmark's batch (train_throughput.py defaults there): 32 clips of 2-8 s at 16 kHz, hop 256, about
     # 20 tokens a second, padded to the longest; the search runs on each clip's own lengths
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""Throughput of the data pipeline (`recipe.data.pipeline.prepare_datasets`) against the bare decode + resample + log-mel loop.
+"""Throughput of the data pipeline (`recipe.data.pipeline.prepare_datasets`) against the bare decode + resample +
+log-mel loop.
 
     python benchmarks/preprocess_throughput.py                         # 96 clips per format, 1 and 2 workers
     python benchmarks/preprocess_throughput.py --num_clips 200 --output_json preprocess.json
@@ -9,8 +10,8 @@ Generates `--num_clips` clips of `--clip_seconds` s in two layouts, in a tempora
 For each layout and each number of workers it times, in the same run:
     - `pipeline`: `prepare_datasets` from the folder to the saved Arrow feature cache (a fresh cache each time), with
       `--preprocessing_num_workers` set to the number of workers;
-    - `bare`: only what no pipeline can skip: `recipe.audio.load_audio` (decode, mono, resample) and
-      `log_mel_spectrogram` per clip, in a loop (1 worker) or a process pool of that many workers.
+    - `bare`: only what no pipeline can skip: `common.read_clip` (decode, mono, resample, as `recipe.data` does)
+      and `log_mel_spectrogram` per clip, in a loop (1 worker) or a process pool of that many workers.
 Reports clips/s, hours of audio per hour of wall time, and the pipeline / bare ratio (target: at most 1.3), then
 the time of each part of the pipeline besides the bare work, alone (`pipeline_costs`).
 """
@@ -36,7 +37,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import REPO_ROOT, format_table, machine_description, peak_host_memory_mb, write_json  # noqa: E402
+from common import (  # noqa: E402
+    REPO_ROOT,
+    format_table,
+    machine_description,
+    peak_host_memory_mb,
+    read_clip,
+    write_json,
+)
 
 RATIO_TARGET = 1.3
 DISTINCT_CLIPS = 8
@@ -162,10 +170,10 @@ def _one_thread_worker() -> None:
 
 def bare_features(path: str) -> int:
     """Decode + resample + log-mel of one clip (the work no pipeline can skip); returns its number of samples."""
-    from recipe.audio import load_audio, log_mel_spectrogram
+    from recipe.audio import log_mel_spectrogram
 
     spectrogram = _spectrogram_config()
-    waveform = load_audio(path, spectrogram.sampling_rate)
+    waveform = read_clip(path, spectrogram.sampling_rate)
     log_mel_spectrogram(torch.from_numpy(waveform), spectrogram)
     return len(waveform)
 
@@ -232,7 +240,8 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
 
     On rows shaped like the pipeline's (a `--clip_seconds` clip at the model's rate, its log-mel, a demo sentence):
         - `text`: `recipe.text.encode_text_with_dropped` (normalize, tokenize, count dropped characters);
-        - `table`: `recipe.data.feature_table.rows_to_table` for batches of `recipe.data.pipeline.FEATURE_BATCH_SIZE` clips;
+        - `table`: `recipe.data.feature_table.rows_to_table` for batches of `recipe.data.features.FEATURE_BATCH_SIZE`
+          clips;
         - `write`: writing those tables to an Arrow file as `datasets.map` does (`ArrowWriter.write_table`);
     and `pool_start_ms`, per split: `datasets.map(num_proc=2)` of a function that does nothing, less the same map in
     the main process (forks, the `multiprocess` manager, queue polling and the shard merge).
@@ -242,7 +251,7 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
 
     from recipe.audio import SpectrogramConfig
     from recipe.data.feature_table import rows_to_table
-    from recipe.data.pipeline import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, _feature_types
+    from recipe.data.features import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, feature_types
     from recipe.text import encode_text_with_dropped
 
     sentences = demo_sentences()
@@ -252,7 +261,7 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
     spectrogram = SpectrogramConfig.from_model_config(model_config)
     samples = int(args.clip_seconds * spectrogram.sampling_rate)
     frames = samples // spectrogram.hop_length
-    features = _feature_types(("speaker",), spectrogram.num_mel_bins)
+    features = feature_types(("speaker",), spectrogram.num_mel_bins)
     rng = np.random.default_rng(0)
     rows = []
     for index in range(FEATURE_BATCH_SIZE):

@@ -257,7 +257,7 @@ def train(args, results: dict, name: str, model: str, data: str, output: str, ex
 
 def warmup(args, results: dict) -> None:
     """`python -m recipe.piper warmup`: posterior encoder and posterior duration flows from the voice's own synthesis
-    of the training texts (recipe/warmup.py)."""
+    of the training texts (recipe/piper/warmup.py)."""
     work = args.work_dir
     command = [
         sys.executable, "-m", "recipe.piper", "warmup", os.path.join(work, "joe_imported"),
@@ -346,6 +346,8 @@ def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> Non
 
 
 def main(argv=None) -> dict:
+    from recipe.piper.warmup import WARMUP_BATCH_SIZE, WARMUP_LEARNING_RATE, WARMUP_STEPS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="outputs/real_voice")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
@@ -355,13 +357,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_reconstruction", type=int, default=10)
     parser.add_argument("--second_voice_semitones", type=float, default=4.0)
     parser.add_argument("--second_voice_seconds", type=float, default=60.0)
-    parser.add_argument("--warmup_steps", type=int, default=400)
+    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS)
     parser.add_argument("--finetune_steps", type=int, default=60)
     parser.add_argument(
         "--second_steps", type=int, default=None, help="default: the one-minute preset's own max_steps (300)"
     )
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--warmup_learning_rate", type=float, default=6e-4)
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=WARMUP_BATCH_SIZE,
+        help="utterances per step of the warm-up and of the fine-tunes (default: the warm-up's, %(default)s)",
+    )
+    parser.add_argument("--warmup_learning_rate", type=float, default=WARMUP_LEARNING_RATE)
     parser.add_argument(
         "--second_learning_rate", type=float, default=None, help="default: the one-minute preset's learning rate"
     )

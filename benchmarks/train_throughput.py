@@ -5,9 +5,9 @@
     python benchmarks/train_throughput.py --device cuda --model_config mms --precision bf16 --batch_size 32 \\
         --steps 30 --num_workers 4 --output_json train_h100.json
 
-Each step is the sequence of calls `recipe.training.trainer.VitsTrainer.training_step` makes, with the real objectives:
-the generator's forward (`VitsForTraining`) and `generator_objective` (discriminator frozen, `recipe.training.trainer.frozen`),
-its backward, `discriminator_objective` on the detached audio and its backward, then gradient clipping (1.0), both
+Each step is the sequence of calls `recipe.training.trainer.VitsTrainer.training_step` makes, with the real
+objectives: the generator's forward (`VitsForTraining`) and `generator_objective` (discriminator frozen,
+`recipe.training.trainer.frozen`), its backward, `discriminator_objective` on the detached audio and its backward, then gradient clipping (1.0), both
 AdamW steps, both learning-rate schedules and `zero_grad(set_to_none=True)`. The batches come from a `DataLoader`
 with `VitsDataCollator` over synthetic cached features (random speech-like audio, clip lengths uniform in
 `--min_seconds`..`--max_seconds`, about 20 tokens a second).
@@ -38,7 +38,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import REPO_ROOT, format_table, machine_description, peak_host_memory_mb, synchronize, write_json  # noqa: E402
+from common import (  # noqa: E402
+    REPO_ROOT,
+    format_table,
+    machine_description,
+    peak_host_memory_mb,
+    synchronize,
+    write_json,
+)
 
 PHASES = ("data_wait", "alignment", "generator", "discriminator", "optimizer", "other")
 OVERHEAD_PHASES = ("data_wait", "other")  # work outside the model's own compute
@@ -141,12 +148,8 @@ def build_config(spec: str):
     if spec == "mms":
         return VitsConfig()  # the MMS-TTS architecture (e.g. facebook/mms-tts-*): 36.3 M parameters
     if spec == "tiny":
-        sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
-        threads = torch.get_num_threads()
-        from conftest import make_tiny_config
+        from recipe.model.tiny import make_tiny_config
 
-        # importing the test suite's conftest sets torch to one thread: keep this run's setting (--threads)
-        torch.set_num_threads(threads)
         return make_tiny_config()
     return VitsConfig.from_json_file(spec)
 
@@ -246,7 +249,8 @@ class PhaseTimer:
 def timed_alignment(timer: PhaseTimer):
     """Time every `monotonic_alignment` call `VitsForTraining.forward` makes, without editing `recipe.model.alignment`.
 
-    `recipe.model.training_forward` imported the function by name, so the name is swapped there for the duration of the run.
+    `recipe.model.training_forward` imported the function by name, so the name is swapped there for the duration of
+    the run.
     """
     import recipe.model.training_forward as modeling
 
@@ -314,7 +318,7 @@ def train_step(model, discriminator, optimizers, schedulers, batches, timer: Pha
         schedulers[0].step()
         optimizers[0].zero_grad(set_to_none=True)
 
-    # VitsTrainer._record: on-device sums of the components, no host sync
+    # LossWindow.record (recipe.training.loss_window): on-device sums of the components, no host sync
     for name, value in components.items():
         value = value.detach().float()
         metric_sums[name] = metric_sums[name] + value if name in metric_sums else value
@@ -328,7 +332,8 @@ def run(args) -> dict:
     from transformers import VitsModel, set_seed
     from transformers.optimization import get_scheduler
 
-    from recipe.model.training_forward import VitsForTraining, prepare_for_training
+    from recipe.model.preparation import prepare_for_training
+    from recipe.model.training_forward import VitsForTraining
 
     config = build_config(args.model_config)
     if args.threads is not None:

@@ -39,7 +39,7 @@ def _readable(source: AudioSource, name: str | None) -> tuple[str | BinaryIO, st
         return io.BytesIO(source), name or f"<{len(source)} bytes of audio>"
     if hasattr(source, "read"):
         return source, name or "<audio stream>"
-    raise TypeError(f"read_audio takes a path, bytes or a binary file object, not {type(source).__name__}")
+    raise TypeError(f"An audio source is a path, bytes or a binary file object, not {type(source).__name__}")
 
 
 # How much of a file's start is searched for a WAV `data` chunk: the chunks before it (`fmt `, `LIST`, `fact`) take
@@ -117,8 +117,8 @@ def decode_audio(source: AudioSource, name: str | None = None) -> DecodedAudio:
         name (`str`, *optional*): how error messages name the clip (defaults to the path).
 
     Returns:
-        `DecodedAudio`: the samples, the file's rate and the length its header declares (`recipe.data.audio_screening` compares
-        the two to find cut files).
+        `DecodedAudio`: the samples, the file's rate and the length its header declares (`recipe.data.audio_screening`
+        compares the two to find cut files).
 
     Raises:
         `FileNotFoundError` when a path names no file, `AudioDecodeError` when the audio cannot be decoded or holds
@@ -160,27 +160,8 @@ def as_mono_float(waveform, name: str = "waveform") -> np.ndarray:
     return samples
 
 
-def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode an audio file, or the encoded bytes of one, with soundfile and mix it to mono.
-
-    Args:
-        source (`str`, `os.PathLike`, `bytes` or a binary file object): a path, the bytes of an encoded file (a
-            parquet / saved dataset's `{"bytes": ...}`), or an open binary stream.
-        name (`str`, *optional*): how error messages name the clip (defaults to the path).
-
-    Returns:
-        `tuple(np.ndarray, int)`: float32 samples of shape `(num_samples,)` in [-1, 1] and the file's sampling rate.
-
-    Raises:
-        `FileNotFoundError` when a path names no file, `AudioDecodeError` when the audio cannot be decoded or holds
-        no sample, `TypeError` for a `source` of another type.
-    """
-    decoded = decode_audio(source, name)
-    return to_mono(decoded.samples), decoded.sampling_rate
-
-
 def audio_duration(source: AudioSource, name: str | None = None) -> float:
-    """Seconds of audio from the header alone (no decoding); same inputs and errors as `read_audio`."""
+    """Seconds of audio from the header alone (no decoding); same inputs and errors as `decode_audio`."""
     readable, label = _readable(source, name)
     try:
         return float(sf.info(readable).duration)
@@ -193,12 +174,6 @@ def resample(samples: np.ndarray, orig_sampling_rate: int, target_sampling_rate:
     if orig_sampling_rate == target_sampling_rate:
         return samples.astype(np.float32, copy=False)
     return soxr.resample(samples, orig_sampling_rate, target_sampling_rate, quality="HQ").astype(np.float32)
-
-
-def load_audio(source: AudioSource, target_sampling_rate: int, name: str | None = None) -> np.ndarray:
-    """Read (`read_audio`: a path, bytes or a binary stream), mix to mono and resample to `target_sampling_rate`."""
-    samples, sampling_rate = read_audio(source, name)
-    return resample(samples, sampling_rate, target_sampling_rate)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 import sys
 
-from recipe.evaluation.compare import main
+from recipe.errors import run_command
+from recipe.evaluation.compare import PROG, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(PROG, main))

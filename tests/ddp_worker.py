@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import make_tiny_config  # noqa: E402
 from trainer_helpers import tiny_trainer  # noqa: E402
 
-from recipe.training.callbacks import AmplitudeMonitorCallback  # noqa: E402
+from recipe.training.amplitude_monitor import AmplitudeMonitorCallback  # noqa: E402
 
 
 def monitor_tokenizer(folder: str) -> VitsTokenizer:

@@ -1,4 +1,5 @@
-"""`recipe.audio` against an independent numpy reference: framing, periodic Hann, rfft, a hand-built Slaney mel bank."""
+"""`recipe.audio` against an independent numpy reference (framing, periodic Hann, rfft, a hand-built Slaney mel
+bank), and its decoding of files, bytes and streams."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from conftest import DEMO_DIR, make_tiny_config
 from recipe.audio import (
     AudioDecodeError,
     SpectrogramConfig,
+    decode_audio,
     linear_spectrogram,
-    load_audio,
     log_mel_spectrogram,
-    read_audio,
+    resample,
+    to_mono,
 )
+
+
+def read_mono(source, name=None) -> tuple[np.ndarray, int]:
+    """`source` decoded and mixed to mono, as the data pipeline reads a clip, with the file's rate."""
+    decoded = decode_audio(source, name)
+    return to_mono(decoded.samples), decoded.sampling_rate
 
 
 def slaney_hz_to_mel(hz):
@@ -94,24 +102,24 @@ def test_silence_level_follows_the_vits_magnitude_epsilon(config):
 
 def test_read_and_resample(tmp_path):
     mp3 = next((DEMO_DIR / "kmr_common_voice" / "clips").glob("*.mp3"))
-    samples, rate = read_audio(str(mp3))
+    samples, rate = read_mono(str(mp3))
     assert rate == 48000 and samples.dtype == np.float32 and samples.ndim == 1
-    resampled = load_audio(str(mp3), 16000)
+    resampled = resample(samples, rate, 16000)
     assert resampled.dtype == np.float32 and abs(len(resampled) - len(samples) / 3) <= 2
 
     stereo = np.stack([np.full(800, 0.5), np.full(800, -0.1)], axis=1)
     sf.write(tmp_path / "stereo.wav", stereo, 8000)
-    mono, rate = read_audio(str(tmp_path / "stereo.wav"))
+    mono, rate = read_mono(str(tmp_path / "stereo.wav"))
     assert rate == 8000 and mono.shape == (800,) and np.allclose(mono, 0.2, atol=1e-4)
 
     with pytest.raises(FileNotFoundError):
-        read_audio(str(tmp_path / "missing.wav"))
+        decode_audio(str(tmp_path / "missing.wav"))
     (tmp_path / "broken.wav").write_bytes(b"RIFF not a wave file" * 8)
     with pytest.raises(AudioDecodeError, match="broken.wav"):
-        read_audio(str(tmp_path / "broken.wav"))
+        decode_audio(str(tmp_path / "broken.wav"))
 
 
-def test_read_audio_from_bytes_and_streams(tmp_path):
+def test_decode_audio_from_bytes_and_streams(tmp_path):
     import io
 
     from recipe.audio import audio_duration
@@ -120,25 +128,25 @@ def test_read_audio_from_bytes_and_streams(tmp_path):
     sf.write(tmp_path / "stereo.wav", stereo, 8000)
     data = (tmp_path / "stereo.wav").read_bytes()
     for source in (data, io.BytesIO(data), tmp_path / "stereo.wav"):
-        mono, rate = read_audio(source)
+        mono, rate = read_mono(source)
         assert rate == 8000 and mono.shape == (800,) and np.allclose(mono, 0.2, atol=1e-4)
         assert audio_duration(source if not isinstance(source, io.BytesIO) else io.BytesIO(data)) == 0.1
-    assert len(load_audio(data, 16000)) == 1600
+    assert len(resample(*read_mono(data), 16000)) == 1600
 
     # undecodable bytes and empty audio are decode errors that carry the clip's name; a missing path is not
     for broken in (b"RIFF not a wave file" * 8, b""):
         with pytest.raises(AudioDecodeError, match="clip_7.wav"):
-            read_audio(broken, name="clip_7.wav")
+            decode_audio(broken, name="clip_7.wav")
     with pytest.raises(AudioDecodeError, match="clip_7.wav"):
         audio_duration(b"RIFF not a wave file" * 8, name="clip_7.wav")
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(0, np.float32), 8000, format="WAV")
     with pytest.raises(AudioDecodeError, match="no samples"):
-        read_audio(buffer.getvalue())
+        decode_audio(buffer.getvalue())
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         audio_duration(str(tmp_path / "missing.wav"))
     with pytest.raises(TypeError, match="not int"):
-        read_audio(3)
+        decode_audio(3)
 
 
 def test_decode_keeps_channels_and_the_declared_length(tmp_path):

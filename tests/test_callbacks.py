@@ -18,14 +18,11 @@ from conftest import make_tiny_config
 from transformers import TrainerControl, TrainerState, TrainingArguments, VitsModel, VitsTokenizer, set_seed
 
 from recipe.evaluation.metrics import amplitude_stats
-from recipe.training.callbacks import (
-    AMPLITUDE_STATUS_FILE,
-    AmplitudeCollapseError,
-    AmplitudeMonitorCallback,
-    AudioSamplesCallback,
-    ProgressCallback,
-    reference_rms_from_dataset,
-)
+from recipe.training.amplitude_history import AMPLITUDE_STATUS_FILE, AmplitudeHistory
+from recipe.training.amplitude_monitor import AmplitudeCollapseError, AmplitudeMonitorCallback
+from recipe.training.amplitude_probe import reference_rms_from_dataset
+from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback
+from recipe.training.distributed import broadcast_from_main
 from recipe.voices.synthesis import synthesize
 
 TEXTS = ["roj baş", "heval"]
@@ -181,7 +178,7 @@ def test_resume_without_a_named_checkpoint_warns_and_starts_empty(tmp_path, toke
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / AMPLITUDE_STATUS_FILE).write_text(json.dumps({"critical_streak": 7}))
     monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=0.1)
-    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.amplitude_monitor"):
         monitor.on_train_begin(args, TrainerState(global_step=10), control)
     assert "did not name the checkpoint" in caplog.text
     assert monitor.critical_streak == 0 and monitor.history == []
@@ -224,7 +221,7 @@ def test_each_step_counts_once_and_the_last_step_never_raises(tmp_path, model, t
     monitor = AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=initial_rms(model, tokenizer) * 10, patience=2)
     monitor.on_train_begin(args, state, control)
     evaluate(monitor, args, state, control, model, 20)
-    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.amplitude_monitor"):
         evaluate(monitor, args, state, control, model, 40)  # the run's last step: reported, not raised
         monitor.on_train_end(args, state, control)
         # the final evaluation of the same weights (run_finetune.py's, after training)
@@ -255,6 +252,41 @@ def test_bad_arguments_are_rejected(tokenizer):
         AmplitudeMonitorCallback(tokenizer, "one sentence", reference_rms=0.1)
     with pytest.raises(ValueError, match="warning_ratio"):
         AmplitudeMonitorCallback(tokenizer, TEXTS, reference_rms=0.1, warning_ratio=0.7, critical_ratio=0.6)
+
+
+def test_the_history_counts_each_step_once_and_reads_back_what_it_wrote(tmp_path):
+    history = AmplitudeHistory()
+    healthy = {"step": 5, "status": "OK", "rms": 0.1, "peak": 0.5, "ratio": 1.0, "reference_rms": 0.1}
+    assert not history.add_evaluation({**healthy, "sentences": [{"text": "roj baş", "rms": 0.1}]})
+    history.add_checkpoint(str(tmp_path / "checkpoint-5"), 5)
+    critical = {**healthy, "step": 10, "status": "CRITICAL", "rms": 0.01, "ratio": 0.1, "sentences": []}
+    assert not history.add_evaluation(critical)
+    assert history.add_evaluation(critical)  # the final evaluation of the same step
+    history.add_checkpoint(str(tmp_path / "checkpoint-10"), 10)  # saved after a CRITICAL evaluation: not healthy
+    assert history.critical_streak == 1 and [entry["step"] for entry in history.entries] == [5, 10]
+    assert history.entries[0] == healthy  # the per-sentence figures stay in the last result only
+    assert history.critical_entries() == [history.entries[1]]
+    assert history.healthy_checkpoints == [{"checkpoint": str(tmp_path / "checkpoint-5"), "step": 5, "status": "OK"}]
+    assert history.last_healthy_checkpoint() is None  # not on disk
+    (tmp_path / "checkpoint-5").mkdir()
+    assert history.last_healthy_checkpoint()["step"] == 5
+
+    history.save(str(tmp_path), {"patience": 2})
+    saved = json.loads((tmp_path / AMPLITUDE_STATUS_FILE).read_text())
+    assert (saved["status"], saved["evaluated_at_step"], saved["patience"]) == ("CRITICAL", 10, 2)
+    assert vars(AmplitudeHistory.load(str(tmp_path))) == vars(history)
+
+
+def test_broadcast_from_main_returns_floats_with_and_without_a_process_group(tmp_path):
+    values = broadcast_from_main([1, 0.125], torch.device("cpu"))
+    assert values == [1.0, 0.125] and all(isinstance(value, float) for value in values)
+    # a one-process gloo group takes the broadcast path (tests/test_ddp.py runs it over two processes)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        values = broadcast_from_main([2, 0.25], torch.device("cpu"))
+    finally:
+        torch.distributed.destroy_process_group()
+    assert values == [2.0, 0.25] and all(isinstance(value, float) for value in values)
 
 
 def test_reference_rms_from_dataset_matches_amplitude_stats():
@@ -296,7 +328,7 @@ def test_audio_samples_reach_tensorboard(tmp_path, model, tokenizer):
 def test_progress_line_has_loss_throughput_and_eta(tmp_path, caplog):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=4)
     state, control = TrainerState(global_step=0, max_steps=100), TrainerControl()
-    callback = ProgressCallback()
+    callback = TrainingLogLineCallback()
     callback.on_train_begin(args, state, control)
     time.sleep(0.2)
     state.global_step = 10

@@ -13,8 +13,9 @@ import torch
 from conftest import make_tiny_config
 from trainer_helpers import tiny_trainer
 
+import recipe.training.checkpoint_layout
 import recipe.training.checkpoints
-import recipe.training.trainer
+from recipe.training.checkpoint_layout import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 from recipe.training.checkpoints import (
     CheckpointLoadError,
     CheckpointSaveError,
@@ -22,7 +23,6 @@ from recipe.training.checkpoints import (
     file_problem,
     newest_intact_checkpoint,
 )
-from recipe.training.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 
 COMMON = dict(max_steps=4, save_strategy="steps", save_steps=2, logging_steps=2)
 DiskUsage = namedtuple("DiskUsage", "total used free")
@@ -99,14 +99,14 @@ def test_a_full_disk_during_a_save_leaves_no_partial_checkpoint_and_names_the_la
     [(errno.ENOSPC, "no space left on the device"), (errno.EACCES, "permission denied")],
 )
 def test_an_os_error_during_a_save_says_what_failed(tmp_path, monkeypatch, code, words):
-    real_save_file = recipe.training.trainer.save_file
+    real_save_file = recipe.training.checkpoint_layout.save_file
 
     def failing_save_file(tensors, path, *args, **kwargs):
         if "checkpoint-2" in str(path):
             raise OSError(code, os.strerror(code), str(path))
         return real_save_file(tensors, path, *args, **kwargs)
 
-    monkeypatch.setattr(recipe.training.trainer, "save_file", failing_save_file)
+    monkeypatch.setattr(recipe.training.checkpoint_layout, "save_file", failing_save_file)
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, **COMMON)
     with pytest.raises(CheckpointSaveError, match=f"{words} .*There is no complete checkpoint in {tmp_path}"):
         trainer.train()
@@ -128,7 +128,7 @@ def test_resume_true_skips_a_truncated_checkpoint_and_an_explicit_one_names_the_
     assert f"The newest intact checkpoint beside it is {output_dir / 'checkpoint-2'}" in str(error.value)
 
     trainer = tiny_trainer(make_tiny_config(), str(output_dir), **{**COMMON, "max_steps": 3})
-    with caplog.at_level(logging.WARNING, logger="recipe.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.checkpoint_layout"):
         trainer.train(resume_from_checkpoint=True)
     assert f"Skipping {output_dir / 'checkpoint-4'}, incomplete or damaged: {damaged}" in caplog.text
     assert f"Resuming from {output_dir / 'checkpoint-2'}" in caplog.text

@@ -222,13 +222,13 @@ def test_cer_of_an_is_uroman_model_is_scored_against_the_sentence_in_its_own_scr
 def test_references_featurize_the_eval_split_alone(tmp_path, monkeypatch):
     from transformers import VitsTokenizer
 
-    import recipe.data.pipeline
+    import recipe.data.features
     from recipe.evaluation.compare import CompareArguments, load_references
 
     featurized = []
-    real_featurize = recipe.data.pipeline.featurize
+    real_featurize = recipe.data.features.featurize
     monkeypatch.setattr(
-        recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
+        recipe.data.features, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
     )
     tokenizer = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
     args = CompareArguments(

@@ -13,7 +13,9 @@ import pytest
 import soundfile as sf
 from conftest import DEMO_DIR, make_tiny_config
 
+import recipe.data.features
 import recipe.data.pipeline
+import recipe.data.splits
 from recipe.data.pipeline import DROP_REASONS, DataError, prepare_datasets
 from recipe.training.arguments import DataArguments
 
@@ -314,9 +316,9 @@ def test_absolute_path_outside_common_voice_folder_is_not_read(tmp_path, tokeniz
     write_tsv(dataset / "train.tsv", rows, list(rows[0]))
 
     opened = []
-    real_decode = recipe.data.pipeline.decode_audio
+    real_decode = recipe.data.features.decode_audio
     monkeypatch.setattr(
-        recipe.data.pipeline, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name)
+        recipe.data.features, "decode_audio", lambda path, name: opened.append(path) or real_decode(path, name)
     )
     args = data_args(dataset, tmp_path, max_bad_fraction=0.5)
     _, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
@@ -339,7 +341,7 @@ def test_cache_is_reused_and_keyed_by_arguments(tmp_path, tokenizer, model_confi
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.features, "featurize", must_not_run)
     second, second_report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     assert second_report == first_report
     assert second["train"]["input_ids"] == first["train"]["input_ids"]
@@ -374,8 +376,8 @@ def test_overwrite_cache_rebuilds_on_the_main_process_only(tmp_path, tokenizer, 
     dataset = ljspeech_copy(tmp_path / "lj", 3)
     prepare_datasets(data_args(dataset, tmp_path, eval_fraction=0.4), tokenizer, model_config, str(tmp_path))
     built = []
-    real_featurize = recipe.data.pipeline.featurize
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", lambda *a, **k: built.append(1) or real_featurize(*a, **k))
+    real_featurize = recipe.data.features.featurize
+    monkeypatch.setattr(recipe.data.features, "featurize", lambda *a, **k: built.append(1) or real_featurize(*a, **k))
     overwrite = data_args(dataset, tmp_path, eval_fraction=0.4, overwrite_cache=True)
 
     # another rank of a distributed run comes after the main one (`main_process_first`): it reuses the new cache
@@ -396,9 +398,9 @@ def test_eval_split_alone_is_featurized_and_cached_apart(tmp_path, tokenizer, mo
     dataset = ljspeech_copy(tmp_path / "lj", 5)
     args = data_args(dataset, tmp_path, eval_fraction=0.4)
     featurized = []
-    real_featurize = recipe.data.pipeline.featurize
+    real_featurize = recipe.data.features.featurize
     monkeypatch.setattr(
-        recipe.data.pipeline, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
+        recipe.data.features, "featurize", lambda row, **k: featurized.append(row) or real_featurize(row, **k)
     )
 
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"), splits=("eval",))
@@ -444,10 +446,10 @@ def test_cache_is_the_map_output_written_once(tmp_path, tokenizer, model_config)
 
 
 def test_small_splits_skip_the_worker_pool(monkeypatch):
-    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 100)
-    assert recipe.data.pipeline._workers_for(199, 2) is None
-    assert recipe.data.pipeline._workers_for(200, 2) == 2
-    assert recipe.data.pipeline._workers_for(10_000, None) is None
+    monkeypatch.setattr(recipe.data.features, "MIN_CLIPS_PER_WORKER", 100)
+    assert recipe.data.features.workers_for(199, 2) is None
+    assert recipe.data.features.workers_for(200, 2) == 2
+    assert recipe.data.features.workers_for(10_000, None) is None
 
 
 def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_config, monkeypatch):
@@ -456,7 +458,7 @@ def test_parallel_workers_give_the_same_features(tmp_path, tokenizer, model_conf
         data_args(dataset, tmp_path / "a", eval_fraction=0.25), tokenizer, model_config, str(tmp_path)
     )
     # 3 training clips are far too few for a pool to pay: lower the bar so that the pool really runs here
-    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 1)
+    monkeypatch.setattr(recipe.data.features, "MIN_CLIPS_PER_WORKER", 1)
     parallel, report = prepare_datasets(
         data_args(dataset, tmp_path / "b", eval_fraction=0.25, preprocessing_num_workers=2),
         tokenizer,
@@ -621,6 +623,7 @@ def test_audiofolder_fingerprint_covers_clips_in_sub_folders(tmp_path):
 def test_token_reaches_load_dataset(tmp_path, monkeypatch):
     import datasets
 
+    import recipe.data.hub_layout
     import recipe.data.sources
 
     calls = []
@@ -629,7 +632,7 @@ def test_token_reaches_load_dataset(tmp_path, monkeypatch):
         calls.append((path, name, kwargs.get("token")))
         return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"audio": ["a.wav"], "text": ["roj"]})})
 
-    monkeypatch.setattr(recipe.data.sources.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(recipe.data.hub_layout.datasets, "load_dataset", fake_load_dataset)
     source = recipe.data.sources.load_source("someone/private-tts", dataset_config_name="kmr", token="hf_secret")
     assert calls == [("someone/private-tts", "kmr", "hf_secret")] and len(source.split("train")) == 1
 
@@ -662,7 +665,7 @@ def test_config_name_is_refused_where_it_would_be_ignored(tmp_path):
         assert load_source(str(dataset)).splits
 
 
-def _settings(**overrides) -> recipe.data.pipeline.FeatureSettings:
+def _settings(**overrides) -> recipe.data.features.FeatureSettings:
     from recipe.audio import SpectrogramConfig
 
     base = dict(
@@ -680,19 +683,19 @@ def _settings(**overrides) -> recipe.data.pipeline.FeatureSettings:
         speaker_names=(),
         single_thread=False,
     )
-    return recipe.data.pipeline.FeatureSettings(**{**base, **overrides})
+    return recipe.data.features.FeatureSettings(**{**base, **overrides})
 
 
 def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     settings = _settings()
     path = _audio_rows(1)[0][0]
-    waveform, name, reason, levels = recipe.data.pipeline._decode(
+    waveform, name, reason, levels = recipe.data.features._decode(
         {"bytes": path.read_bytes(), "path": path.name}, None, settings
     )
     assert reason == "" and name == path.name and len(waveform) == sf.info(path).frames
     assert levels.clipped_fraction == 0 and -20 < levels.loudest_frame_db < 0
     for broken in (b"RIFF not a wave file" * 8, b""):
-        assert recipe.data.pipeline._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
+        assert recipe.data.features._decode({"bytes": broken, "path": "x.wav"}, None, settings) == (
             None,
             "x.wav",
             "decode_error",
@@ -703,9 +706,9 @@ def test_clip_bytes_are_decoded_by_read_audio(monkeypatch):
     def failing(*_, **__):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", failing)
+    monkeypatch.setattr(recipe.data.features, "decode_audio", failing)
     with pytest.raises(MemoryError):
-        recipe.data.pipeline._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
+        recipe.data.features._decode({"bytes": path.read_bytes(), "path": path.name}, None, settings)
 
 
 def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
@@ -720,15 +723,15 @@ def test_speaker_probe_counts_unreadable_clips(tmp_path, monkeypatch, caplog):
         }
     )
     with caplog.at_level("WARNING", logger="recipe.data"):
-        assert recipe.data.pipeline._speaker_with_most_audio(split, _settings(), None) == "a"
+        assert recipe.data.splits._speaker_with_most_audio(split, _settings(), None) == "a"
     assert "2 of 4 clips could not be measured" in caplog.text
 
     def failing(*_, **__):
         raise PermissionError("denied")
 
-    monkeypatch.setattr(recipe.data.pipeline, "audio_duration", failing)
+    monkeypatch.setattr(recipe.data.splits, "audio_duration", failing)
     with pytest.raises(PermissionError):
-        recipe.data.pipeline._speaker_with_most_audio(split, _settings(), None)
+        recipe.data.splits._speaker_with_most_audio(split, _settings(), None)
 
 
 def four_clip_copy(tmp_path, layout: str):
@@ -800,7 +803,7 @@ def test_absolute_audio_paths_elsewhere_need_the_flag(tmp_path, tokenizer, model
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.features, "featurize", must_not_run)
     prepare_datasets(args, tokenizer, model_config, str(tmp_path))
     shutil.copy(LJSPEECH / "wavs" / "KMR-0010.wav", tmp_path / "recordings" / "KMR-0001.wav")
     with pytest.raises(AssertionError, match="recomputed"):
@@ -817,3 +820,76 @@ def test_the_outside_audio_flag_is_refused_for_folder_layouts(tmp_path):
     for dataset, layout in ((lj, "ljspeech folder"), (folder, "an audiofolder")):
         with pytest.raises(DataError, match=rf"--allow_audio_outside_dataset is for .*{layout}.*leave the flag out"):
             load_source(str(dataset), allow_audio_outside_dataset=True)
+
+
+def test_every_layout_list_derives_from_the_registry():
+    """The `--dataset_format` values, their check in both flags and their `--help` text come from `LAYOUTS`."""
+    import dataclasses
+    import re
+
+    from recipe.data.sources import DATASET_FORMAT_HELP, DATASET_FORMATS, LAYOUTS, load_source
+
+    names = [layout.name for layout in LAYOUTS]
+    assert DATASET_FORMATS == ("auto", *names) and set(names) == {"hub", "common_voice", "ljspeech"}
+    # exactly one layout takes what no other recognizes
+    assert [layout.name for layout in LAYOUTS if layout.detects is None] == ["hub"]
+    helps = {field.name: field.metadata["help"] for field in dataclasses.fields(DataArguments)}
+    for layout in LAYOUTS:
+        assert f"{layout.name}: {layout.description}" in DATASET_FORMAT_HELP
+        assert DATASET_FORMAT_HELP in helps["dataset_format"] and layout.name in helps["replay_dataset_format"]
+    listed = re.escape(", ".join(DATASET_FORMATS))
+    for flag in ("dataset_format", "replay_dataset_format"):
+        with pytest.raises(ValueError, match=rf"^--{flag} must be one of {listed}, not 'lj'$"):
+            DataArguments(dataset_name=str(LJSPEECH), **{flag: "lj"})
+    with pytest.raises(DataError, match=rf"^--dataset_format must be one of {listed}, not 'lj'$"):
+        load_source(str(LJSPEECH), "lj")
+
+
+def test_each_layout_is_detected_and_read_by_its_entry(tmp_path, monkeypatch):
+    import dataclasses
+
+    from recipe.data.sources import LAYOUTS_BY_NAME, detect_format, load_source
+
+    audiofolder = tmp_path / "audiofolder"
+    audiofolder.mkdir()
+    (audiofolder / "metadata.csv").write_text("file_name,text\nKMR-0001.wav,roj\n", encoding="utf-8")
+    shutil.copy(LJSPEECH / "wavs" / "KMR-0001.wav", audiofolder / "KMR-0001.wav")
+    # an LJSpeech-like folder whose metadata is comma-separated is an audiofolder
+    (audiofolder / "wavs").mkdir()
+    for dataset, name in ((LJSPEECH, "ljspeech"), (COMMON_VOICE, "common_voice"), (audiofolder, "hub")):
+        assert detect_format(str(dataset)) == name
+        assert load_source(str(dataset)).format == load_source(str(dataset), name).format == name
+    assert detect_format("someone/kmr-tts") == "hub"
+    # load_source calls the loader of the layout's entry, with the options it was given
+    calls = []
+    ljspeech = dataclasses.replace(LAYOUTS_BY_NAME["ljspeech"], load=lambda *call: calls.append(call))
+    monkeypatch.setitem(LAYOUTS_BY_NAME, "ljspeech", ljspeech)
+    load_source(str(LJSPEECH), text_column_name="sentence", cache_dir="cache")
+    [(dataset_name, options)] = calls
+    assert (dataset_name, options.text_column, options.cache_dir) == (str(LJSPEECH), "sentence", "cache")
+
+
+def test_the_cache_key_of_the_same_inputs_never_changes():
+    """Existing caches stay valid: the key of fixed inputs is the one earlier versions of the recipe computed (it
+    holds no module path, so moving code does not change it). A change that must invalidate caches (`FEATURE_VERSION`,
+    a default of an argument the features depend on) updates these values."""
+    from transformers import VitsConfig, VitsTokenizer
+
+    from recipe.audio import SpectrogramConfig
+    from recipe.data.feature_cache import feature_cache_key
+    from recipe.data.source import Source
+
+    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+    spectrogram = SpectrogramConfig.from_model_config(VitsConfig.from_pretrained(str(DEMO_DIR / "tiny_model")))
+    source = Source(
+        splits={},
+        audio_column="id",
+        text_column="text",
+        speaker_column=None,
+        root=None,
+        fingerprint="0" * 64,
+        format="ljspeech",
+    )
+    args = DataArguments(dataset_name=str(LJSPEECH))
+    assert feature_cache_key(source, args, tokenizer, spectrogram) == "ede343f7b3fb7119dad1244217a4949d"
+    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "31df64a4ea328c2c4fb8c8a1cad28820"

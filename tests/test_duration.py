@@ -10,7 +10,8 @@ from test_modeling import make_batch
 from transformers import VitsModel, set_seed
 
 from recipe.model.duration import stochastic_duration_nll
-from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.model.preparation import prepare_for_training
+from recipe.model.training_forward import VitsForTraining
 from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 
 models = pytest.importorskip("piper.train.vits.models", reason="needs the piper extra (pip install -e '.[piper]')")

@@ -290,9 +290,9 @@ PHONEME_TEXT = "Hello world, this is a test"
 
 @pytest.mark.parametrize("export_format", ["piper", "sherpa-onnx", "onnx"])
 def test_piper_voice_exports_and_its_readme_command_speaks_like_the_model(piper_voice_dir, tmp_path, export_format):
-    from recipe.piper.decoder import HifiGanResblock2
+    from recipe.piper.decoder import HifiGanDecoderResblock2
 
-    assert isinstance(load_voice(piper_voice_dir).decoder, HifiGanResblock2)
+    assert isinstance(load_voice(piper_voice_dir).decoder, HifiGanDecoderResblock2)
     result = export_voice(piper_voice_dir, export_format, str(tmp_path / export_format))
     assert result.check["passed"] and result.check["text"] == "The quick brown fox jumps over the lazy dog"
     waveform, rate = run_readme_command(result.output_dir, PHONEME_TEXT)

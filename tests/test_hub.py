@@ -13,9 +13,12 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import VitsModel, VitsTokenizer
 
 from recipe.model.discriminator import DiscriminatorConfig, load_discriminator, save_discriminator
-from recipe.training.hub import build_model_card, files_to_upload, push_to_hub
+from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2
+from recipe.training.hub import MODEL_ID_PLACEHOLDER, build_model_card, files_to_upload, push_to_hub
 
 LOSSES = {"mel": 21.5, "kl": 1.25, "duration": 0.75}
+# a type-2 Piper decoder (as tests/test_piper.py builds one)
+TYPE2 = dict(resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 2], [2, 6], [3, 12]])
 
 
 def test_model_card_metadata_and_figures():
@@ -55,6 +58,44 @@ def test_model_card_with_local_paths_and_status_file(tmp_path):
     assert (
         "**WARNING** (synthesized RMS 0.0500 vs 0.0800 for the eval recordings, peak 0.600, at step 30)" in card.text
     )
+
+
+def _save_tiny_voice(folder, type2: bool) -> None:
+    """A tiny random voice and its character tokenizer in `folder`; with `type2`, a type-2 Piper decoder."""
+    characters = ["<pad>", "<unk>", " "] + list(string.ascii_lowercase)
+    folder.mkdir()
+    vocab_file = folder / "vocab_source.json"
+    vocab_file.write_text(json.dumps({c: i for i, c in enumerate(characters)}), encoding="utf-8")
+    if type2:
+        config = Resblock2VitsConfig(**make_tiny_config(vocab_size=len(characters), **TYPE2).to_dict())
+        VitsModelResblock2(config).save_pretrained(folder)
+    else:
+        VitsModel(make_tiny_config(vocab_size=len(characters))).save_pretrained(folder)
+    VitsTokenizer(str(vocab_file), phonemize=False).save_pretrained(folder)
+
+
+@pytest.mark.parametrize("type2", [False, True], ids=["transformers-decoder", "type-2-piper-decoder"])
+def test_model_card_snippet_loads_the_saved_model(tmp_path, type2):
+    """The card's "Use" snippet, run up to its loading line on a saved folder, loads it: `pipeline` for a model
+    transformers has, `recipe.voices.load_voice` for a type-2 Piper decoder (which transformers refuses)."""
+    folder = tmp_path / "voice"
+    _save_tiny_voice(folder, type2)
+    model_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    card = ModelCard(build_model_card("someone/base", "local", 1.0, 10, LOSSES, "OK", model_config=model_config))
+    assert card.data.pipeline_tag == "text-to-speech"
+    snippet = card.text.split("## Use")[1].split("```python\n")[1].split("```")[0]
+    assert ("pipeline(" in snippet) is not type2 and ("load_voice(" in snippet) is type2
+    lines = snippet.splitlines()
+    loading_line = next(index for index, line in enumerate(lines) if MODEL_ID_PLACEHOLDER in line)
+    namespace = {}
+    exec("\n".join(lines[: loading_line + 1]).replace(MODEL_ID_PLACEHOLDER, str(folder)), namespace)
+    if type2:
+        assert isinstance(namespace["model"], VitsModelResblock2) and namespace[
+            "model"
+        ].config.resblock_kernel_sizes == [3, 5, 7]
+        assert namespace["tokenizer"].get_vocab()["a"] == 3
+    else:
+        assert type(namespace["tts"].model) is VitsModel
 
 
 @pytest.fixture

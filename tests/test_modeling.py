@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -15,12 +16,9 @@ from transformers import VitsModel, set_seed
 from recipe.audio import log_mel_spectrogram
 from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
 from recipe.model.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
-from recipe.model.training_forward import (
-    VitsForTraining,
-    decoder_weight_norm_layers,
-    prepare_for_training,
-    save_for_inference,
-)
+from recipe.model.preparation import decoder_weight_norm_layers, prepare_for_training, save_for_inference
+from recipe.model.training_forward import VitsForTraining
+from recipe.voices.folder import IMPORT_REPORT_NAME
 
 HOP = 256
 STEPS = 40
@@ -161,6 +159,24 @@ def test_freezing_flags_freeze_exactly_their_submodules():
     )
     with pytest.raises(ValueError, match="nothing left to train"):
         prepare_for_training(VitsModel(make_tiny_config()), everything)
+
+
+def test_warming_up_untrained_parts_trains_only_what_the_import_report_names(tmp_path):
+    set_seed(0)
+    flags = SimpleNamespace(warmup_untrained_parts=True, model_name_or_path=str(tmp_path))
+    with pytest.raises(ValueError, match="needs a model folder made by `python -m recipe.piper import`"):
+        prepare_for_training(VitsModel(make_tiny_config()), flags)
+    report = tmp_path / IMPORT_REPORT_NAME
+    report.write_text(json.dumps({"untrained_prefixes": []}), encoding="utf-8")
+    with pytest.raises(ValueError, match="no untrained parts to warm up"):
+        prepare_for_training(VitsModel(make_tiny_config()), flags)
+    report.write_text(json.dumps({"untrained_prefixes": ["posterior_encoder.", "duration_predictor.post_flows."]}))
+    vits = prepare_for_training(VitsModel(make_tiny_config()), flags)
+    trained = {name for name, parameter in vits.named_parameters() if parameter.requires_grad}
+    assert trained and all(
+        name.startswith(("posterior_encoder.", "duration_predictor.post_flows.")) for name in trained
+    )
+    assert all(p.requires_grad for p in vits.posterior_encoder.parameters())
 
 
 def test_save_for_inference_removes_decoder_weight_norm_and_reproduces_the_waveform(tmp_path):

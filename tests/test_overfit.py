@@ -9,10 +9,11 @@ from conftest import DEMO_DIR, make_tiny_config
 from trainer_helpers import TINY_DISCRIMINATOR
 from transformers import VitsModel, VitsTokenizer, set_seed
 
-from recipe.audio import SpectrogramConfig, load_audio, log_mel_spectrogram
+from recipe.audio import SpectrogramConfig, decode_audio, log_mel_spectrogram, resample, to_mono
 from recipe.data.collator import VitsDataCollator
 from recipe.model.discriminator import VitsDiscriminator
-from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.model.preparation import prepare_for_training
+from recipe.model.training_forward import VitsForTraining
 from recipe.text import encode_text
 from recipe.training.arguments import VitsTrainingArguments
 from recipe.training.trainer import VitsTrainer
@@ -28,7 +29,8 @@ def one_utterance(tokenizer, spectrogram: SpectrogramConfig) -> datasets.Dataset
         if line.startswith("KMR-0004|")
     )
     normalized, input_ids = encode_text(text, tokenizer)
-    waveform = load_audio(str(DEMO_DIR / "kmr_ljspeech" / "wavs" / "KMR-0004.wav"), spectrogram.sampling_rate)
+    decoded = decode_audio(str(DEMO_DIR / "kmr_ljspeech" / "wavs" / "KMR-0004.wav"))
+    waveform = resample(to_mono(decoded.samples), decoded.sampling_rate, spectrogram.sampling_rate)
     frames = len(waveform) // spectrogram.hop_length
     waveform = waveform[: frames * spectrogram.hop_length]
     log_mel = log_mel_spectrogram(torch.from_numpy(waveform), spectrogram).numpy().T

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import make_tiny_config
+from safetensors import safe_open
 from transformers import VitsModel, set_seed
 
-from recipe.piper.decoder import REFUSAL, HifiGanResblock2, Resblock2VitsConfig, VitsModelResblock2
+from recipe.piper.decoder import REFUSAL, HifiGanDecoderResblock2, Resblock2VitsConfig, VitsModelResblock2
 from recipe.piper.tokenizer import PiperPhonemeTokenizer
 from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 from recipe.voices import load_tokenizer, load_voice
@@ -44,7 +45,7 @@ def test_type2_decoder_matches_piper_generator():
         config.upsample_rates, config.upsample_initial_channel, config.upsample_kernel_sizes,
     ).eval()  # fmt: skip
     generator.remove_weight_norm()
-    decoder = HifiGanResblock2(config).eval()
+    decoder = HifiGanDecoderResblock2(config).eval()
     state = {f"dec.{key}": value for key, value in generator.state_dict().items()}
     unset = load_plain_weights(torch.nn.ModuleDict({"decoder": decoder}), vits_to_transformers(state))
     assert unset == []
@@ -57,11 +58,20 @@ def test_type2_folder_is_refused_by_plain_transformers_and_reloads_with_the_reci
     set_seed(0)
     model = VitsModelResblock2(Resblock2VitsConfig(**make_tiny_config(**TYPE2).to_dict())).eval()
     model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as saved:
+        decoder_names = {name for name in saved.keys() if name.startswith("decoder.resblocks.")}
+    # VITS's names for the type-2 blocks, whatever the classes are called
+    assert decoder_names == {
+        f"decoder.resblocks.{block}.convs.{conv}.{role}"
+        for block in range(9)  # 3 upsamplers x 3 kernel sizes
+        for conv in range(2)  # 2 dilations each
+        for role in ("weight", "bias")
+    }
     with pytest.raises(Exception, match="recipe.voices import load_voice"):
         VitsModel.from_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["resblock_kernel_sizes"] == REFUSAL
     reloaded = load_voice(str(tmp_path)).eval()
-    assert isinstance(reloaded.decoder, HifiGanResblock2)
+    assert isinstance(reloaded.decoder, HifiGanDecoderResblock2)
     assert reloaded.config.resblock_kernel_sizes == [3, 5, 7]
     input_ids = torch.randint(1, 40, (1, 12))
     outputs = []
@@ -136,7 +146,8 @@ def test_imported_voice_warms_up_trains_checkpoints_and_resumes(imported, tmp_pa
     ]  # fmt: skip
     warm = tmp_path / "warm"
     main(["--model_name_or_path", imported[0], "--output_dir", str(warm), "--warmup_untrained_parts",
-          "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--learning_rate", "1e-4", *common])  # fmt: skip
+          "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--learning_rate", "1e-4",
+          *common])  # fmt: skip
     start, warmed = load_voice(imported[0]), load_voice(str(warm))
     # (the decoder's weights go through weight norm and back: equal to float precision, not bit for bit)
     changed = {
@@ -154,10 +165,10 @@ def test_imported_voice_warms_up_trains_checkpoints_and_resumes(imported, tmp_pa
     metrics = main([*args, "--max_steps", "2"])
     assert np.isfinite(metrics["eval_mel"])
     checkpoint = tuned / "checkpoint-2"
-    assert isinstance(load_voice(str(checkpoint)).decoder, HifiGanResblock2)
+    assert isinstance(load_voice(str(checkpoint)).decoder, HifiGanDecoderResblock2)
     metrics = main([*args, "--max_steps", "3", "--resume_from_checkpoint", str(checkpoint)])
     assert json.loads((tuned / "trainer_state.json").read_text())["global_step"] == 3
-    assert isinstance(load_voice(str(tuned)).decoder, HifiGanResblock2)
+    assert isinstance(load_voice(str(tuned)).decoder, HifiGanDecoderResblock2)
 
 
 def _copy_voice(tmp_path, edit_config=None, onnx_bytes=None):

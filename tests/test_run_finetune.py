@@ -11,8 +11,8 @@ import pytest
 from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, pipeline
 
-from recipe.training.callbacks import AmplitudeMonitorCallback
-from recipe.voices import is_phoneme_vocabulary
+from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
+from recipe.voices import load_tokenizer, tokenizer_kind
 from run_finetune import main, parse_arguments
 
 # the conftest tiny config made smaller still: main() runs end to end in these tests
@@ -188,9 +188,14 @@ def test_the_hub_token_reaches_the_data_and_the_replay_data(tiny_files, tmp_path
     assert tokens == ["hf_secret", "hf_secret"]
 
 
-def test_phoneme_vocabularies_are_told_apart():
-    assert is_phoneme_vocabulary(["a", "ˈ", "ə"])
-    assert not is_phoneme_vocabulary(VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model").get_vocab())
+def test_phoneme_vocabularies_are_told_apart(tmp_path):
+    vocab_file = tmp_path / "vocab.json"
+    vocab_file.write_text(json.dumps({"a": 0, "ˈ": 1, "ə": 2}), encoding="utf-8")
+    VitsTokenizer(str(vocab_file), phonemize=True).save_pretrained(tmp_path / "ipa")
+    VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model", phonemize=True).save_pretrained(tmp_path / "letters")
+    # the loader keeps phonemize for the IPA vocabulary and turns it off for the letters
+    assert tokenizer_kind(load_tokenizer(str(tmp_path / "ipa"))) == "phonemes"
+    assert tokenizer_kind(load_tokenizer(str(tmp_path / "letters"))) == "characters"
 
 
 def test_flags_after_a_config_file_override_its_values(tmp_path):
@@ -221,7 +226,7 @@ def test_a_run_that_reaches_its_last_step_critical_exits_with_its_results(tiny_f
         "--save_steps", "2", "--amplitude_patience", "2", "--amplitude_warning_ratio", "0",
         "--amplitude_critical_ratio", "0",
     )  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="recipe.training.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.amplitude_monitor"):
         metrics = main(flags)
     assert metrics["eval_amplitude_status"] == 2
     assert json.loads((output_dir / "eval_results.json").read_text())["eval_amplitude_status"] == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_DIR, make_tiny_config
 
+import recipe.data.features
 import recipe.data.pipeline
 from recipe.data.pipeline import DataError, prepare_datasets
 from recipe.data.text_screening import lost_characters
@@ -89,7 +90,7 @@ def test_too_many_lost_digits_stop_the_run_before_any_audio_is_decoded(tmp_path,
     def must_not_decode(*_, **__):
         raise AssertionError("audio was decoded")
 
-    monkeypatch.setattr(recipe.data.pipeline, "decode_audio", must_not_decode)
+    monkeypatch.setattr(recipe.data.features, "decode_audio", must_not_decode)
     with pytest.raises(DataError) as error:
         prepare_datasets(args(folder, tmp_path), tokenizer, model_config, str(tmp_path / "out"))
     message = str(error.value)
@@ -112,7 +113,7 @@ def test_the_bound_is_checked_on_a_cached_report_too(tmp_path, tokenizer, model_
     def must_not_run(*_, **__):
         raise AssertionError("features were recomputed")
 
-    monkeypatch.setattr(recipe.data.pipeline, "featurize", must_not_run)
+    monkeypatch.setattr(recipe.data.features, "featurize", must_not_run)
     with pytest.raises(DataError, match=r"clips .* have letters or digits.*'ñ' x1: add them.*'2' x1: write"):
         prepare_datasets(
             args(folder, tmp_path, max_text_not_in_vocabulary_fraction=0.01), tokenizer, model_config, str(tmp_path)

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from trainer_helpers import tiny_trainer
 from transformers import TrainerCallback, VitsModel, VitsTokenizer, get_scheduler, pipeline
 
+from recipe.training.checkpoint_layout import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 from recipe.training.time_budget import steps_that_fit
-from recipe.training.trainer import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 
 GENERATOR_COMPONENTS = {"mel", "kl", "duration", "generator", "feature_matching", "amplitude", "l2sp"}
 DISCRIMINATOR_COMPONENTS = {"discriminator", "discriminator_real", "discriminator_fake"}
@@ -84,7 +84,7 @@ def test_a_nan_loss_is_logged_and_warned_about_not_averaged_away(tmp_path, monke
 
     _nan_at_step(monkeypatch, 4)
     trainer = tiny_trainer(make_tiny_config(), str(tmp_path), discriminator=False, max_steps=4, logging_steps=2)
-    with caplog.at_level(logging.WARNING, logger="recipe.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="recipe.training.non_finite"):
         trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and math.isfinite(losses[0]) and math.isnan(losses[1])

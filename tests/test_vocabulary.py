@@ -13,19 +13,18 @@ from conftest import DEMO_DIR, make_tiny_config
 from transformers import VitsModel, VitsTokenizer, set_seed
 
 from recipe.data.pipeline import DataError, prepare_datasets
-from recipe.model.training_forward import prepare_for_training, save_for_inference
+from recipe.model.preparation import prepare_for_training, save_for_inference
 from recipe.model.vocabulary import (
     FrozenEmbeddingRows,
     RestoreFrozenRowsCallback,
     extend_text_embeddings,
     extend_tokenizer,
     extend_vocabulary,
-    missing_vocabulary_characters,
     parse_init_map,
     prepare_embeddings_for_training,
-    scan_missing_characters,
+    source_texts,
 )
-from recipe.text import summarize_dropped_characters
+from recipe.text import character_kind, count_dropped_characters, summarize_dropped_characters
 from recipe.training.arguments import DataArguments, ModelArguments
 
 # The demo data's Kurmanji letters the reduced vocabulary below lacks.
@@ -46,12 +45,16 @@ def reduced_tokenizer(tmp_path) -> VitsTokenizer:
     return VitsTokenizer.from_pretrained(str(folder))
 
 
+def not_in_vocabulary(texts, tokenizer) -> dict[str, int]:
+    """The letters, marks and digits of `texts` the tokenizer's vocabulary lacks (not what it strips by design)."""
+    dropped = count_dropped_characters(texts, tokenizer)
+    return {char: count for char, count in dropped.items() if character_kind(char) == "not_in_vocabulary"}
+
+
 def test_missing_letters_are_told_apart_from_stripped_punctuation(reduced_tokenizer):
     texts = ["Roj baş, tu çawa yî?", "Navê min Azad e!", "Ez 3 sêv dixwim."]
-    missing = missing_vocabulary_characters(texts, reduced_tokenizer)
+    missing = not_in_vocabulary(texts, reduced_tokenizer)
     assert missing == {"ş": 1, "ê": 2, "3": 1}
-
-    from recipe.text import count_dropped_characters
 
     summary = summarize_dropped_characters(count_dropped_characters(texts, reduced_tokenizer), 50)
     assert summary["not_in_vocabulary"] == {"ê": 2, "ş": 1, "3": 1}
@@ -60,14 +63,14 @@ def test_missing_letters_are_told_apart_from_stripped_punctuation(reduced_tokeni
 
 def test_nfc_and_lowercase_happen_before_the_vocabulary_check(reduced_tokenizer):
     # "E" + combining circumflex is "ê" after NFC and lowercasing; "Ç" lowercases to "ç", which the vocabulary has.
-    assert missing_vocabulary_characters(["E\u0302 Ç"], reduced_tokenizer) == {"ê": 1}
+    assert not_in_vocabulary(["E\u0302 Ç"], reduced_tokenizer) == {"ê": 1}
 
 
 def test_data_report_lists_missing_letters_before_and_after_extension(tmp_path, reduced_tokenizer):
     data_args = DataArguments(
         dataset_name=str(DEMO_DIR / "kmr_ljspeech"), eval_fraction=0.125, cache_dir=str(tmp_path / "cache")
     )
-    scanned = scan_missing_characters(data_args, reduced_tokenizer)
+    scanned = not_in_vocabulary(source_texts(data_args), reduced_tokenizer)
     assert set(scanned) == set(REMOVED_LETTERS) and all(count > 0 for count in scanned.values())
 
     config = make_tiny_config(vocab_size=len(reduced_tokenizer.get_vocab()))
@@ -246,7 +249,7 @@ class _CountingUroman:
 def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path, monkeypatch):
     import uroman
 
-    import recipe.data.pipeline
+    import recipe.data.features
     import recipe.text
 
     texts = ["Привет мир", "Как дела", "Доброе утро", "Спасибо", "Хорошо", "До свидания", "Да", "Нет"]
@@ -265,7 +268,7 @@ def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path,
     monkeypatch.setattr(uroman, "Uroman", _CountingUroman)
     monkeypatch.setattr(recipe.text, "_UROMAN_BY_PID", {})
     # 8 clips are far too few for a worker pool to pay (recipe.data runs them in the main process): force the pool
-    monkeypatch.setattr(recipe.data.pipeline, "MIN_CLIPS_PER_WORKER", 1)
+    monkeypatch.setattr(recipe.data.features, "MIN_CLIPS_PER_WORKER", 1)
     data_args = DataArguments(
         dataset_name=str(folder), eval_fraction=0.25, preprocessing_num_workers=2, cache_dir=str(tmp_path / "cache")
     )
@@ -281,3 +284,16 @@ def test_uroman_is_built_once_per_worker_and_the_report_shows_examples(tmp_path,
     examples = report["train"]["uroman_examples"] + report["eval"]["uroman_examples"]
     assert len(examples) == 7
     assert {(example["text"], example["model_text"]) for example in examples} <= set(zip(texts, romanized))
+
+
+def test_tokenizer_kind_tells_letters_phonemes_and_piper_phonemes_apart():
+    from recipe.piper.tokenizer import PiperPhonemeTokenizer
+    from recipe.voices import tokenizer_kind
+
+    letters = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
+    phonemes = VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model", phonemize=True)
+    id_map = {"_": [0], "^": [1], "$": [2], "a": [3]}
+    piper = PiperPhonemeTokenizer({"audio": {"sample_rate": 22050}, "phoneme_type": "text", "phoneme_id_map": id_map})
+    assert [tokenizer_kind(t) for t in (letters, phonemes, piper)] == ["characters", "phonemes", "piper_phonemes"]
+    with pytest.raises(TypeError, match="str is not a voice tokenizer"):
+        tokenizer_kind("a tokenizer's name")

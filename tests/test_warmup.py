@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
-from conftest import DEMO_DIR, make_tiny_config
+from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
 from transformers import VitsModel, set_seed
 
-from recipe.piper.warmup import synthesize_targets, warm_up_from_own_synthesis
+from recipe.piper.warmup import (
+    WARMUP_BATCH_SIZE,
+    WARMUP_LEARNING_RATE,
+    WARMUP_STEPS,
+    synthesize_targets,
+    warm_up_from_own_synthesis,
+)
 from recipe.voices import load_tokenizer
 
 TEXTS = ["ez diçim malê", "baran dibare", "roj baş", "ev pirtûk e", "ava sar", "çiya bilind e"]
@@ -55,3 +67,28 @@ def test_a_warm_up_that_does_not_lower_the_posterior_loss_is_an_error():
     # one step cannot show a fall: the first and the last loss are the same step's
     with pytest.raises(ValueError, match=r"of 1 steps at learning rate 0.0006"):
         warm_up_from_own_synthesis(vits, tokenizer, TEXTS, steps=1, batch_size=3)
+
+
+def test_the_warm_up_command_and_the_real_voice_benchmark_default_to_the_warm_up_defaults(tmp_path, monkeypatch):
+    command = [sys.executable, "-m", "recipe.piper", "warmup", "--help"]
+    environment = {**os.environ, "COLUMNS": "200"}  # each help text on one line
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True)
+    options = dict(re.findall(r"^  (--\w+) [A-Z_]+\s+[^(\n]*\(default ([^)]+)\)$", result.stdout, flags=re.MULTILINE))
+    assert options == {
+        "--steps": str(WARMUP_STEPS),
+        "--learning_rate": str(WARMUP_LEARNING_RATE),
+        "--batch_size": str(WARMUP_BATCH_SIZE),
+    }
+
+    spec = importlib.util.spec_from_file_location("real_voice", REPO_ROOT / "benchmarks" / "real_voice.py")
+    real_voice = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_voice)
+    seen = []
+    monkeypatch.setattr(real_voice, "warmup", lambda args, results: seen.append(args))
+    real_voice.main(["--stages", "warmup", "--work_dir", str(tmp_path)])
+    (args,) = seen
+    assert (args.warmup_steps, args.warmup_learning_rate, args.batch_size) == (
+        WARMUP_STEPS,
+        WARMUP_LEARNING_RATE,
+        WARMUP_BATCH_SIZE,
+    )

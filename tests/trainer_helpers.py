@@ -11,7 +11,8 @@ from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.data.collator import VitsDataCollator
 from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
 from recipe.model.losses import L2SPReference
-from recipe.model.training_forward import VitsForTraining, prepare_for_training
+from recipe.model.preparation import prepare_for_training
+from recipe.model.training_forward import VitsForTraining
 from recipe.training.arguments import VitsTrainingArguments
 from recipe.training.trainer import VitsTrainer
 

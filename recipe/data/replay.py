@@ -17,7 +17,7 @@ import logging
 import datasets
 import numpy as np
 
-from recipe.data.sources import DataError
+from recipe.data.source import DataError
 
 logger = logging.getLogger(__name__)
 

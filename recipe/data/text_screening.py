@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from recipe.data.sources import DataError
+from recipe.data.source import DataError
 from recipe.text import character_kind
 
 # How many characters of each kind an error message lists.

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recipe.errors import InputError
 
-class AsrUnavailableError(RuntimeError):
+
+class AsrUnavailableError(InputError, RuntimeError):
     """The speech-recognition model or a package it needs cannot be loaded; the message says which and how to fix."""
 
 

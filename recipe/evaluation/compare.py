@@ -9,7 +9,8 @@ MCD-DTW and duration ratio against the recording; with `--asr_model`: CER and WE
 transcription against the sentence as written (lowercased and without punctuation for scoring, but never romanized:
 a recognizer answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
 (`reference/*.wav`), `plots/*.png` and `report.html` into `--output_dir`, prints the verdict lines, and exits with
-status 1 when a verdict fails, so that a pipeline can gate on it.
+status 1 when a verdict fails, so that a pipeline can gate on it; with status 2 and one line
+`python -m recipe.compare: error: MESSAGE` for bad input (`recipe.errors.run_command`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import soundfile as sf
 import torch
+from transformers import HfArgumentParser
 
 from recipe.audio import SpectrogramConfig, resample
+from recipe.errors import ArgumentsError, MissingInputError, RaisesArgumentsError, help_epilog
 from recipe.evaluation.asr import error_rates, load_asr, transcribe
 from recipe.evaluation.metrics import amplitude_stats, amplitude_status, duration_ratio, mel_cepstral_distortion
 from recipe.evaluation.report import plot_sentence, write_html_report
 from recipe.voices.synthesis import synthesize
 
 logger = logging.getLogger(__name__)
+
+PROG = "python -m recipe.compare"
 
 
 @dataclass
@@ -49,7 +54,10 @@ class CompareArguments:
         metadata={"help": "Recordings to compare against: a dataset source as --dataset_name takes it."},
     )
     references_format: str = field(
-        default="auto", metadata={"help": "auto | hub | common_voice | ljspeech (as --dataset_format)."}
+        default="auto",
+        metadata={
+            "help": "The layout of --references, as --dataset_format takes it (run_finetune.py --help lists them)."
+        },
     )
     references_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (e.g. 'kmr')."})
     references_split: str | None = field(
@@ -129,7 +137,7 @@ def load_tts(name_or_path: str, device: torch.device, role: str):
         model = load_voice(name_or_path)
         tokenizer = load_tokenizer(name_or_path)
     except (OSError, ValueError) as error:
-        raise ValueError(
+        raise ArgumentsError(
             f"--{role} {name_or_path!r}: could not load a VitsModel and its tokenizer from it: {error}"
         ) from error
     return model.to(device).eval(), tokenizer
@@ -138,11 +146,11 @@ def load_tts(name_or_path: str, device: torch.device, role: str):
 def read_texts(path: str) -> list[str]:
     """Non-empty lines of a UTF-8 file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--texts {path}: no such file")
+        raise MissingInputError(f"--texts {path}: no such file")
     with open(path, encoding="utf-8") as handle:
         texts = [line.strip() for line in handle if line.strip()]
     if not texts:
-        raise ValueError(f"--texts {path} holds no sentence")
+        raise ArgumentsError(f"--texts {path} holds no sentence")
     return texts
 
 
@@ -388,16 +396,39 @@ def format_summary(comparison: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
+class CompareArgumentParser(RaisesArgumentsError, HfArgumentParser):
+    """`HfArgumentParser` over `CompareArguments` whose mistakes raise `ArgumentsError` (one line), not a usage dump."""
 
+    def __init__(self):
+        super().__init__(CompareArguments, prog=PROG, epilog=help_epilog(PROG))
+
+    def parse(self, argv: list[str]) -> CompareArguments:
+        """`CompareArguments` from flags, or from one JSON file.
+
+        Raises:
+            `ArgumentsError`: an unknown flag or key, a value of the wrong type or one `CompareArguments` refuses, a
+                file that is not JSON. `MissingInputError`: no such JSON file.
+        """
+        try:
+            if len(argv) == 1 and argv[0].endswith(".json"):
+                if not os.path.isfile(argv[0]):
+                    raise MissingInputError(f"{argv[0]}: no such arguments file")
+                (args,) = self.parse_json_file(os.path.abspath(argv[0]))
+            else:
+                (args,) = self.parse_args_into_dataclasses(args=argv)
+        except ArgumentsError:
+            raise
+        except ValueError as error:
+            # CompareArguments refusing a value, or a JSON file that is not valid JSON or holds unknown keys
+            raise ArgumentsError(str(error)) from error
+        return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare and report; returns 0 when every verdict passes, 1 when one fails. Bad input raises an `InputError`
+    (`ArgumentsError`, `MissingInputError`, `DataError`, `AsrUnavailableError`), which `run_command` reports."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    parser = HfArgumentParser(CompareArguments)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args = CompareArgumentParser().parse(sys.argv[1:] if argv is None else argv)
     comparison = run_comparison(args)
     print(format_summary(comparison))
     print(f"Report: {os.path.join(args.output_dir, 'report.html')}")

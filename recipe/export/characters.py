@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from recipe.export.errors import ExportError
+from recipe.voices.loading import tokenizer_kind
 
 
 @dataclass
@@ -40,13 +41,6 @@ class CharacterVocabulary:
     blank_id: int = 0  # VitsTokenizer always inserts id 0
 
 
-def is_character_tokenizer(tokenizer) -> bool:
-    """True for a `VitsTokenizer` that reads characters (`phonemize=False`): the MMS kind."""
-    from transformers import VitsTokenizer
-
-    return isinstance(tokenizer, VitsTokenizer) and not tokenizer.phonemize
-
-
 def model_character(char: str, tokenizer) -> str:
     """What the tokenizer (after the recipe's NFC) turns the single character `char` into, before it drops what its
     vocabulary lacks."""
@@ -67,7 +61,7 @@ def character_vocabulary(tokenizer) -> CharacterVocabulary:
         `ExportError` when the tokenizer phonemizes (not a character model), or turns a single character into several
         tokens (a runtime's table holds one id per character).
     """
-    if not is_character_tokenizer(tokenizer):
+    if tokenizer_kind(tokenizer) != "characters":
         raise ExportError(f"{type(tokenizer).__name__} is not a character tokenizer (VitsTokenizer, phonemize=False)")
     ids = {token: index for token, index in tokenizer.encoder.items() if len(token) == 1}
     runtime_ids = dict(ids)

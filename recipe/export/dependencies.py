@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from recipe.errors import MissingExtraError
+
 # module name -> the distribution that provides it
 _DISTRIBUTIONS = {
     "onnx": "onnx",
@@ -28,14 +30,14 @@ def require(module_name: str):
         The imported module.
 
     Raises:
-        `ImportError` naming the missing distribution and `pip install -e ".[export]"`.
+        `MissingExtraError` (an `ImportError`) naming the missing distribution and `pip install -e ".[export]"`.
     """
     if module_name not in _DISTRIBUTIONS:
         raise ValueError(f"{module_name!r} is not an export dependency; known: {', '.join(_DISTRIBUTIONS)}")
     try:
         return importlib.import_module(module_name)
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtraError(
             f"The export needs {_DISTRIBUTIONS[module_name]} ({module_name} could not be imported: {error}). "
             'Install the export extra: pip install -e ".[export]"'
         ) from error

@@ -16,18 +16,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from recipe.export import onnx_layout, piper_layout, sherpa_layout
-from recipe.export.characters import character_vocabulary, check_text, is_character_tokenizer
+from recipe.export.characters import character_vocabulary, check_text
 from recipe.export.check import MAX_ABS_DIFFERENCE, compare, reference_waveform
 from recipe.export.dependencies import require
 from recipe.export.errors import ExportError
 from recipe.export.graph import export_graph
 from recipe.export.output import check_output_dir, publish, staging_folder
 from recipe.export.phonemes import CHECK_TEXT as PHONEME_CHECK_TEXT
-from recipe.export.phonemes import is_phoneme_tokenizer
 from recipe.export.quantize import QUANTIZATIONS, quantize_int8
 from recipe.export.readme import write_readme
 from recipe.text import pre_vocabulary_text
 from recipe.voices.lineage import read_lineage
+from recipe.voices.loading import tokenizer_kind
 
 FORMATS = {"piper": piper_layout, "sherpa-onnx": sherpa_layout, "onnx": onnx_layout}
 
@@ -85,9 +85,10 @@ def default_check_text(tokenizer) -> str:
     Raises:
         `ExportError` for another kind of tokenizer: give a check text.
     """
-    if is_phoneme_tokenizer(tokenizer):
+    kind = tokenizer_kind(tokenizer)
+    if kind == "piper_phonemes":
         return PHONEME_CHECK_TEXT
-    if not is_character_tokenizer(tokenizer):
+    if kind != "characters":
         raise ExportError(f"No default check text for a {type(tokenizer).__name__}: pass --check_text")
     return check_text(character_vocabulary(tokenizer))
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from recipe.export.errors import ExportError
 from recipe.export.graph import set_metadata
-from recipe.export.phonemes import is_phoneme_tokenizer
 from recipe.export.readme import python_heredoc
 from recipe.piper.tokenizer import PIPER_CONFIG_NAME
+from recipe.voices.loading import tokenizer_kind
 
 GRAPH_FILE = "model.onnx"
 WITH_LENGTHS = True
@@ -93,7 +93,7 @@ def load_runtime(folder: str, num_threads: int | None = None):
 def _ids_script(tokenizer) -> str:
     """Script lines that turn `text` into the model's `ids`: the saved `VitsTokenizer`, or for an imported Piper
     voice, Piper's own phonemizer and id map (the sentences' ids one after the other, as the recipe reads them)."""
-    if not is_phoneme_tokenizer(tokenizer):
+    if tokenizer_kind(tokenizer) != "piper_phonemes":
         return (
             "import unicodedata\n"
             "from transformers import VitsTokenizer\n"
@@ -142,7 +142,7 @@ def usage(spec: dict) -> str:
     return "\n".join(
         [
             "From this folder, with `onnxruntime`, "
-            + ("`piper-tts`" if is_phoneme_tokenizer(spec["tokenizer"]) else "`transformers`")
+            + ("`piper-tts`" if tokenizer_kind(spec["tokenizer"]) == "piper_phonemes" else "`transformers`")
             + " and `soundfile` installed:",
             "",
             *python_heredoc(script),
@@ -158,7 +158,7 @@ def usage(spec: dict) -> str:
             (
                 "- The ids are Piper's: its espeak-ng phonemizer (piper-tts) and the voice's `phoneme_id_map` "
                 f"(`{PIPER_CONFIG_NAME}`), the sentences' ids one after the other, as the recipe reads them."
-                if is_phoneme_tokenizer(spec["tokenizer"])
+                if tokenizer_kind(spec["tokenizer"]) == "piper_phonemes"
                 else "- The tokenizer is the model's (`VitsTokenizer`: lower-casing, the blank between characters, "
                 "uroman when `is_uroman` and the `uroman` package is installed); NFC first, as the recipe's "
                 "training does."

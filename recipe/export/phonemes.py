@@ -23,11 +23,6 @@ from recipe.export.errors import ExportError
 CHECK_TEXT = "The quick brown fox jumps over the lazy dog"
 
 
-def is_phoneme_tokenizer(tokenizer) -> bool:
-    """True for an imported Piper voice's tokenizer (`recipe.piper.tokenizer.PiperPhonemeTokenizer`)."""
-    return hasattr(tokenizer, "piper_config") and hasattr(tokenizer, "phonemize_sentences")
-
-
 def piper_voice_config(model, tokenizer) -> dict:
     """The voice's own Piper config with what the model says about itself (rate, symbols, speakers, sampling)."""
     config = model.config

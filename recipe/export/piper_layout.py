@@ -29,7 +29,8 @@ import numpy as np
 from recipe.export.characters import character_vocabulary, describe
 from recipe.export.composition import ComposeLetters, letter_composition, sendable_ids
 from recipe.export.errors import ExportError
-from recipe.export.phonemes import is_phoneme_tokenizer, piper_voice_config
+from recipe.export.phonemes import piper_voice_config
+from recipe.voices.loading import tokenizer_kind
 
 GRAPH_FILE = "voice.onnx"
 CONFIG_FILE = "voice.onnx.json"
@@ -53,8 +54,8 @@ def piper_id_map(vocabulary, composition=None) -> dict[str, list[int]]:
         reserved.append(PAD)
     if reserved:
         raise ExportError(
-            f"Piper's text mode cannot express this vocabulary: it reserves {describe(reserved)} for its pad / start / "
-            "end symbols, and the model reads them as letters. Export to sherpa-onnx or onnx instead."
+            f"Piper's text mode cannot express this vocabulary: it reserves {describe(reserved)} for its pad / start "
+            "/ end symbols, and the model reads them as letters. Export to sherpa-onnx or onnx instead."
         )
     id_map = {PAD: pad_ids, BOS: [], EOS: []}
     for char, index in sorted(sendable_ids(vocabulary).items(), key=lambda item: (item[1], item[0])):
@@ -76,7 +77,7 @@ def prepare(model, tokenizer) -> dict:
     """
     config = model.config
     num_speakers = int(config.num_speakers)
-    if is_phoneme_tokenizer(tokenizer):
+    if tokenizer_kind(tokenizer) == "piper_phonemes":
         return {
             "voice_config": piper_voice_config(model, tokenizer),
             "uroman": False,

@@ -27,8 +27,9 @@ import numpy as np
 from recipe.export.characters import character_vocabulary, describe
 from recipe.export.errors import ExportError
 from recipe.export.graph import read_metadata, set_metadata
-from recipe.export.phonemes import is_phoneme_tokenizer, phonemizer, phonemizer_settings, sherpa_tokens
+from recipe.export.phonemes import phonemizer, phonemizer_settings, sherpa_tokens
 from recipe.export.readme import python_heredoc
+from recipe.voices.loading import tokenizer_kind
 
 GRAPH_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
@@ -89,7 +90,7 @@ def prepare(model, tokenizer) -> dict:
         "noise_scale_w": float(config.noise_scale_duration),
         "length_scale": 1.0 / float(config.speaking_rate),
     }
-    if is_phoneme_tokenizer(tokenizer):
+    if tokenizer_kind(tokenizer) == "piper_phonemes":
         settings = phonemizer_settings(tokenizer)
         language = tokenizer.piper_config.get("language", {})
         metadata.update(
@@ -193,7 +194,8 @@ def _phonemes_script(settings: dict) -> tuple[str, str]:
     return (
         "from piper.phonemize_espeak import ESPEAK_DATA_DIR, EspeakPhonemizer\n",
         f'sentences = EspeakPhonemizer(ESPEAK_DATA_DIR).phonemize("{settings["espeak_voice"]}", text)\n'
-        "generation.phoneme_codepoints = [[ord(c) for phoneme in sentence for c in phoneme] for sentence in sentences]\n",
+        "generation.phoneme_codepoints = "
+        "[[ord(c) for phoneme in sentence for c in phoneme] for sentence in sentences]\n",
     )
 
 
@@ -213,7 +215,8 @@ def usage(spec: dict) -> str:
         f'    model="{GRAPH_FILE}", tokens="{TOKENS_FILE}", noise_scale={spec["noise_scale"]}, '
         f"noise_scale_w={spec['noise_scale_w']}, length_scale={spec['length_scale']}\n"
         ")\n"
-        "config = sherpa_onnx.OfflineTtsConfig(model=sherpa_onnx.OfflineTtsModelConfig(vits=vits), silence_scale=1.0)\n"
+        "config = sherpa_onnx.OfflineTtsConfig("
+        "model=sherpa_onnx.OfflineTtsModelConfig(vits=vits), silence_scale=1.0)\n"
         "tts = sherpa_onnx.OfflineTts(config)\n"
         'text = "Your text here"\n'
         f"{romanize}"

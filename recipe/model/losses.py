@@ -207,6 +207,9 @@ class L2SPReference:
 class LossWeights:
     """Weights of the generator's loss terms (a weight of 0 turns a term off).
 
+    Its defaults are the defaults of the matching `VitsTrainingArguments` fields (`mel_loss_weight`, ...,
+    `l2sp_weight`), which read them from this class.
+
     Args:
         mel (`float`, defaults to 45): log-mel L1 (or its normalized form with `normalized_mel`).
         kl (`float`, defaults to 1), duration (`float`, defaults to 1).

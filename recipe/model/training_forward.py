@@ -6,28 +6,20 @@
     duration predictor loss on the durations;  KL(posterior || aligned prior)
     random segment of z -> HiFi-GAN decoder -> waveform segment, against the same segment of the recording
 
-Also: weight norm on the decoder while training (as VITS was trained) and a save that removes it again, so that the
-saved folder is a plain `VitsModel`; freezing of submodules.
+The model is made ready for training (decoder weight norm, no layer drop, freezing) by `recipe.model.preparation`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import weight_norm
 from transformers import VitsModel
 
 from recipe.audio import LOG_MEL_FLOOR, SpectrogramConfig, linear_spectrogram, log_mel_spectrogram
 from recipe.model.alignment import durations_from_alignment, monotonic_alignment, prior_log_likelihood
 from recipe.model.duration import stochastic_duration_nll
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,7 +158,7 @@ class VitsForTraining(nn.Module):
 
         duration_nll = predicted_log_durations = None
         if vits.config.use_stochastic_duration_prediction:
-            # VITS's flow order, not transformers' `reverse=False` path (see recipe/duration.py)
+            # VITS's flow order, not transformers' `reverse=False` path (see recipe/model/duration.py)
             duration_nll = stochastic_duration_nll(
                 vits.duration_predictor, hidden_states, text_mask, durations, speaker_embeddings
             )
@@ -215,113 +207,3 @@ class VitsForTraining(nn.Module):
             duration_nll=duration_nll,
             predicted_log_durations=predicted_log_durations,
         )
-
-
-def decoder_weight_norm_layers(vits: VitsModel) -> list[nn.Module]:
-    """The decoder layers VITS trains with weight norm: the upsamplers and every residual-block convolution."""
-    layers = list(vits.decoder.upsampler)
-    for block in vits.decoder.resblocks:
-        # type 1 (MMS, Piper high) has two conv lists per block, type 2 (Piper medium / low) one
-        for name in ("convs1", "convs2", "convs"):
-            layers.extend(getattr(block, name, []))
-    return layers
-
-
-def apply_decoder_weight_norm(vits: VitsModel) -> None:
-    """Weight norm (parametrized) on the decoder layers that lack it; a no-op when already applied."""
-    for layer in decoder_weight_norm_layers(vits):
-        if not parametrize.is_parametrized(layer, "weight"):
-            weight_norm(layer)
-
-
-FREEZABLE_SUBMODULES = {
-    "freeze_text_encoder": "text_encoder",
-    "freeze_duration_predictor": "duration_predictor",
-    "freeze_posterior_encoder": "posterior_encoder",
-    "freeze_flow": "flow",
-    "freeze_decoder": "decoder",
-}
-
-
-def disable_layer_drop(vits: VitsModel) -> None:
-    """No layer drop in the text encoder, whatever the config says: VITS (MMS, Piper) never trained with it.
-
-    `VitsConfig.layerdrop` defaults to 0.1 and converted configs carry that default; in train mode the encoder would
-    then skip each of its layers with that probability (at 0.1 and 6 layers, 47% of steps skip at least one).
-    """
-    if vits.config.layerdrop:
-        logger.info(
-            f"layerdrop {vits.config.layerdrop} in the model config: off for training (VITS trains without it)"
-        )
-    vits.config.layerdrop = 0.0
-    vits.text_encoder.encoder.layerdrop = 0.0
-
-
-def untrained_prefixes(model_folder: str | None) -> tuple[str, ...]:
-    """The parameter-name prefixes an imported voice lacks, from its folder's `import_report.json`."""
-    from recipe.piper.importer import IMPORT_REPORT_NAME
-
-    path = os.path.join(model_folder or "", IMPORT_REPORT_NAME)
-    if model_folder is None or not os.path.isfile(path):
-        raise ValueError(
-            f"--warmup_untrained_parts needs a model folder made by `python -m recipe.piper import` ({path} not found)"
-        )
-    with open(path, encoding="utf-8") as handle:
-        prefixes = tuple(json.load(handle).get("untrained_prefixes", ()))
-    if not prefixes:
-        raise ValueError(f"{path}: the imported voice has no untrained parts to warm up")
-    return prefixes
-
-
-def prepare_for_training(vits: VitsModel, model_args=None) -> VitsModel:
-    """Put weight norm on the decoder, turn layer drop off, freeze the submodules `model_args` names, and switch to
-    train mode.
-
-    Args:
-        vits (`VitsModel`): modified in place and returned.
-        model_args (`ModelArguments`, *optional*): its `freeze_*` flags; nothing is frozen when `None`.
-
-    Raises:
-        `ValueError` when every parameter ends up frozen.
-    """
-    apply_decoder_weight_norm(vits)
-    disable_layer_drop(vits)
-    for flag, submodule in FREEZABLE_SUBMODULES.items():
-        if model_args is not None and getattr(model_args, flag, False):
-            for parameter in getattr(vits, submodule).parameters():
-                parameter.requires_grad_(False)
-    if model_args is not None and getattr(model_args, "warmup_untrained_parts", False):
-        prefixes = untrained_prefixes(model_args.model_name_or_path)
-        for name, parameter in vits.named_parameters():
-            if not name.startswith(prefixes):
-                parameter.requires_grad_(False)
-        logger.info(f"--warmup_untrained_parts: training only {', '.join(prefixes)}; the rest is frozen")
-    if not any(parameter.requires_grad for parameter in vits.parameters()):
-        raise ValueError("Every submodule is frozen: nothing left to train")
-    return vits.train()
-
-
-def inference_state_dict(vits: VitsModel) -> dict[str, torch.Tensor]:
-    """`vits.state_dict()` with each weight-normed decoder layer's weight materialized as a plain `weight`."""
-    state = vits.state_dict()
-    for name, module in vits.decoder.named_modules():
-        if module in decoder_weight_norm_layers(vits) and parametrize.is_parametrized(module, "weight"):
-            prefix = f"decoder.{name}."
-            for key in [key for key in state if key.startswith(prefix + "parametrizations.weight.")]:
-                del state[key]
-            state[prefix + "weight"] = module.weight.detach()
-    return state
-
-
-def save_for_inference(vits: VitsModel, folder: str, **save_pretrained_kwargs) -> None:
-    """Save a copy of `vits` without the training-time decoder weight norm: a plain `VitsModel` folder.
-
-    The training model is left untouched (its weight-norm parameters are what the optimizer holds). The WaveNet
-    layers' parametrized weight norm is part of the stock model and is kept.
-    """
-    # A fresh model rather than copy.deepcopy: a deep copy shares the parametrized class of each layer with the
-    # original, and removing the parametrization from the copy deletes the original's `weight` property too.
-    inference_model = type(vits)(vits.config)
-    inference_model.load_state_dict(inference_state_dict(vits), strict=True)
-    inference_model.to(dtype=next(vits.parameters()).dtype).eval()
-    inference_model.save_pretrained(folder, **save_pretrained_kwargs)

@@ -5,8 +5,8 @@ around it ("2" is "du", "20" is "bîst"), which one embedding row cannot learn; 
 instead. Punctuation, symbols and spacing are normalized away by design. `extend_vocabulary` lists what it skipped,
 and why, in its report.
 
-    missing = scan_missing_characters(data_args, tokenizer)          # before the features are tokenized
-    tokenizer, new_tokens = extend_tokenizer(tokenizer, missing)     # a reloaded VitsTokenizer with the new letters
+    tokenizer, report = extend_vocabulary(data_args, tokenizer)      # before the features are tokenized
+    new_tokens = [entry["character"] for entry in report["added"]]   # the tokenizer: reloaded, with the new letters
     ...                                                              # prepare_datasets(..., tokenizer, ...)
     new_ids = extend_text_embeddings(vits, tokenizer, new_tokens, parse_init_map("ş:s,ê:e"))
     frozen = FrozenEmbeddingRows(vits.text_encoder.embed_tokens, trainable_ids=new_ids)
@@ -52,16 +52,6 @@ SKIP_REASONS = {
 }
 
 
-def missing_vocabulary_characters(texts, tokenizer) -> Counter:
-    """Letters, marks and digits of `texts` that the tokenizer's vocabulary lacks, with their counts.
-
-    Counted as the model would read them: NFC, uroman when `tokenizer.is_uroman`, the tokenizer's lowercasing.
-    Punctuation and symbols the tokenizer strips by design (`character_kind(...) == "normalized_away"`) are left out.
-    """
-    dropped = count_dropped_characters(texts, tokenizer)
-    return Counter({char: count for char, count in dropped.items() if character_kind(char) == "not_in_vocabulary"})
-
-
 def _skip_reason(char: str) -> str | None:
     """Why `char` is not added to the vocabulary (a key of `SKIP_REASONS`), or `None` for a letter or mark."""
     if character_kind(char) == "normalized_away":
@@ -90,38 +80,6 @@ def source_texts(data_args, token: str | None = None) -> list[str]:
         else:
             texts += split[source.text_column]
     return texts
-
-
-def scan_dropped_characters(data_args, tokenizer, token: str | None = None) -> Counter:
-    """Every character the tokenizer drops from the raw texts of `data_args.dataset_name` (letters, digits and
-    punctuation, `recipe.text.count_dropped_characters`), with its count, without decoding any audio.
-
-    The training split and the eval split are scanned (one speaker's texts with `--speaker_id ID`).
-    """
-    return count_dropped_characters(source_texts(data_args, token=token), tokenizer)
-
-
-def scan_missing_characters(data_args, tokenizer, min_count: int = 1, token: str | None = None) -> Counter:
-    """`missing_vocabulary_characters` over the raw texts of `data_args.dataset_name`, without decoding any audio.
-
-    Args:
-        data_args (`DataArguments`): the data flags; the training split and the eval split are scanned (one speaker's
-            texts with `--speaker_id ID`; every speaker's with `top`, which is only known after measuring audio).
-        tokenizer (`VitsTokenizer`): the vocabulary to check.
-        min_count (`int`, *optional*, defaults to 1): ignore characters seen fewer times.
-        token (`str`, *optional*): Hub token, for a private dataset.
-
-    Returns:
-        `Counter`: character -> occurrences.
-    """
-    dropped = scan_dropped_characters(data_args, tokenizer, token=token)
-    return Counter(
-        {
-            char: count
-            for char, count in dropped.items()
-            if character_kind(char) == "not_in_vocabulary" and count >= min_count
-        }
-    )
 
 
 def extend_tokenizer(tokenizer: VitsTokenizer, characters) -> tuple[VitsTokenizer, list[str]]:
@@ -303,7 +261,8 @@ def extend_vocabulary(
     with the reason (`SKIP_REASONS`), and logged.
 
     Args:
-        data_args (`DataArguments`): the data to scan (`scan_dropped_characters`).
+        data_args (`DataArguments`): the data whose raw texts are scanned, without decoding any audio (`source_texts`:
+            the training split and the eval split, one speaker's texts with `--speaker_id ID`).
         tokenizer (`VitsTokenizer`): left unchanged.
         min_count (`int`, *optional*, defaults to 1): letters seen fewer times are not added.
         token (`str`, *optional*): Hub token, for a private dataset.
@@ -313,7 +272,7 @@ def extend_vocabulary(
         `{"added": [{"character", "name", "count", "id"}], "skipped": [{"character", "name", "count", "reason"}],
         "vocab_size_before", "vocab_size_after"}`.
     """
-    dropped = scan_dropped_characters(data_args, tokenizer, token=token)
+    dropped = count_dropped_characters(source_texts(data_args, token=token), tokenizer)
     letters = Counter(
         {char: count for char, count in dropped.items() if _skip_reason(char) is None and count >= min_count}
     )

@@ -44,8 +44,9 @@ class HifiGanResidualBlock2(nn.Module):
         return hidden_states
 
 
-class HifiGanResblock2(VitsHifiGan):
-    """transformers' `VitsHifiGan` with type-2 residual blocks (same names as VITS: `resblocks.N.convs.M`)."""
+class HifiGanDecoderResblock2(VitsHifiGan):
+    """The whole HiFi-GAN decoder of a type-2 voice: transformers' `VitsHifiGan` with `HifiGanResidualBlock2` blocks
+    (weights named as VITS's: `resblocks.N.convs.M`)."""
 
     def __init__(self, config: VitsConfig):
         super().__init__(config)
@@ -56,7 +57,7 @@ class HifiGanResblock2(VitsHifiGan):
                 self.resblocks.append(HifiGanResidualBlock2(channels, kernel_size, dilation, config.leaky_relu_slope))
 
     def apply_weight_norm(self):
-        raise NotImplementedError("use recipe.model.training_forward.apply_decoder_weight_norm")
+        raise NotImplementedError("use recipe.model.preparation.apply_decoder_weight_norm")
 
     def remove_weight_norm(self):
         raise NotImplementedError("use torch.nn.utils.parametrize.remove_parametrizations")
@@ -101,4 +102,4 @@ class VitsModelResblock2(VitsModel):
         if not isinstance(config, Resblock2VitsConfig):
             config = Resblock2VitsConfig.from_dict(config.to_dict())
         super().__init__(config)
-        self.decoder = HifiGanResblock2(config)
+        self.decoder = HifiGanDecoderResblock2(config)

@@ -29,13 +29,14 @@ from transformers import VitsConfig, VitsModel
 
 from recipe.folders import folder_written_whole
 from recipe.model.discriminator import fold_weight_norm
-from recipe.piper.decoder import Resblock2VitsConfig, VitsModelResblock2
+from recipe.piper.decoder import Resblock2VitsConfig
 from recipe.piper.tokenizer import PiperPhonemeTokenizer, check_piper_config, require_piper
 from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
+from recipe.voices.folder import IMPORT_REPORT_NAME
+from recipe.voices.loading import model_from_config
 
 logger = logging.getLogger(__name__)
 
-IMPORT_REPORT_NAME = "import_report.json"
 # Piper trains every quality with a 1024-point STFT (513 bins) and a 16-layer posterior WaveNet, as VITS did
 PIPER_SPECTROGRAM_BINS = 513
 PIPER_POSTERIOR_WAVENET_LAYERS = 16
@@ -302,7 +303,7 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
     tokenizer = PiperPhonemeTokenizer(piper_config)
 
     config = config_from_voice(voice, piper_config)
-    model = (VitsModelResblock2 if isinstance(config, Resblock2VitsConfig) else VitsModel)(config).eval()
+    model = model_from_config(config).eval()
     weights = {name: torch.from_numpy(np.array(value)) for name, value in voice.weights.items()}
     untrained = load_plain_weights(model, vits_to_transformers(weights))
     discriminator = None

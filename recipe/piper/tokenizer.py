@@ -18,6 +18,8 @@ import os
 import unicodedata
 from collections import Counter
 
+from recipe.errors import MissingExtraError
+
 PIPER_CONFIG_NAME = "piper_voice.json"
 SUPPORTED_PHONEME_TYPES = ("espeak", "text")
 # Piper's special symbols (piper.const): beginning / end of a sentence, and the pad put after every phoneme
@@ -31,7 +33,7 @@ def require_piper():
     try:
         import piper  # noqa: F401
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtraError(
             'Piper voices need piper-tts (GPL-3.0, an optional extra): pip install -e ".[piper]"'
         ) from error
 

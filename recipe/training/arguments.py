@@ -14,6 +14,10 @@ from functools import cached_property
 import torch
 from transformers import TrainingArguments
 
+from recipe.data.sources import AUTO, DATASET_FORMAT_HELP, DATASET_FORMATS, check_dataset_format
+from recipe.model.losses import LossWeights
+from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
+
 
 @dataclass
 class ModelArguments:
@@ -103,13 +107,12 @@ class DataArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "A Hub dataset id, a saved dataset, a parquet file / folder, an audiofolder, a Common Voice "
-            "language folder as downloaded, or an LJSpeech-style folder (metadata.csv + wavs/)."
+            "help": "The dataset: a Hub dataset id or a local folder or file, in one of the layouts --dataset_format "
+            "lists."
         },
     )
     dataset_format: str = field(
-        default="auto",
-        metadata={"help": "auto | hub | common_voice | ljspeech. 'auto' detects it from what the path holds."},
+        default=AUTO, metadata={"help": f"The layout of --dataset_name: {DATASET_FORMAT_HELP}."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (e.g. 'kmr')."})
     train_split_name: str = field(default="train", metadata={"help": "The split to train on."})
@@ -201,7 +204,8 @@ class DataArguments:
         },
     )
     replay_dataset_format: str = field(
-        default="auto", metadata={"help": "auto | hub | common_voice | ljspeech, for --replay_dataset_name."}
+        default=AUTO,
+        metadata={"help": f"The layout of --replay_dataset_name, as --dataset_format: {' | '.join(DATASET_FORMATS)}."},
     )
     replay_fraction: float | None = field(
         default=None,
@@ -210,10 +214,7 @@ class DataArguments:
 
     def __post_init__(self):
         # Checked here so that a typo fails at argument parsing, before any data is read.
-        if self.dataset_format not in {"auto", "hub", "common_voice", "ljspeech"}:
-            raise ValueError(
-                f"--dataset_format must be auto, hub, common_voice or ljspeech, not {self.dataset_format!r}"
-            )
+        check_dataset_format("--dataset_format", self.dataset_format)
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be between 0 and 1 (exclusive), not {self.eval_fraction}")
         for name in (
@@ -235,10 +236,7 @@ class DataArguments:
             )
         if self.max_tokens_length < 1:
             raise ValueError(f"--max_tokens_length must be positive, not {self.max_tokens_length}")
-        if self.replay_dataset_format not in {"auto", "hub", "common_voice", "ljspeech"}:
-            raise ValueError(
-                f"--replay_dataset_format must be auto, hub, common_voice or ljspeech, not {self.replay_dataset_format!r}"
-            )
+        check_dataset_format("--replay_dataset_format", self.replay_dataset_format)
         if (self.replay_dataset_name is None) != (self.replay_fraction is None):
             raise ValueError("--replay_dataset_name and --replay_fraction go together: give both or neither")
         if self.replay_fraction is not None and not 0 < self.replay_fraction < 1:
@@ -304,40 +302,53 @@ class VitsTrainingArguments(TrainingArguments):
     segment_size: int = field(
         default=32, metadata={"help": "Latent frames decoded per utterance and step (32 x hop 256 = 8192 samples)."}
     )
-    mel_loss_weight: float = field(default=45.0, metadata={"help": "Weight of the log-mel L1 reconstruction."})
-    kl_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the posterior / prior KL."})
-    duration_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the duration loss."})
-    generator_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the LSGAN generator loss."})
-    feature_matching_loss_weight: float = field(default=2.0, metadata={"help": "Weight of feature matching."})
+    mel_loss_weight: float = field(
+        default=LossWeights.mel, metadata={"help": "Weight of the log-mel L1 reconstruction."}
+    )
+    kl_loss_weight: float = field(default=LossWeights.kl, metadata={"help": "Weight of the posterior / prior KL."})
+    duration_loss_weight: float = field(
+        default=LossWeights.duration, metadata={"help": "Weight of the duration loss."}
+    )
+    generator_loss_weight: float = field(
+        default=LossWeights.generator, metadata={"help": "Weight of the LSGAN generator loss."}
+    )
+    feature_matching_loss_weight: float = field(
+        default=LossWeights.feature_matching, metadata={"help": "Weight of feature matching."}
+    )
     discriminator_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the discriminator; defaults to learning_rate."}
     )
 
     # The user's objectives against quiet models
     normalized_mel_loss: bool = field(
-        default=False,
+        default=LossWeights.normalized_mel,
         metadata={"help": "Divide the mel term per utterance by the target segment's mel energy (+eps)."},
     )
     amplitude_loss_weight: float = field(
-        default=0.0, metadata={"help": "Weight of the L1 between generated and target segment RMS and peak; 0: off."}
+        default=LossWeights.amplitude,
+        metadata={"help": "Weight of the L1 between generated and target segment RMS and peak; 0: off."},
     )
     amplitude_target_peak: float | None = field(
-        default=None,
+        default=LossWeights.amplitude_target_peak,
         metadata={"help": "Pull the generated peak to this fixed value (e.g. 0.85) instead of the target's."},
     )
     l2sp_weight: float = field(
-        default=0.0, metadata={"help": "Strength of the pull of trainable weights towards their starting values."}
+        default=LossWeights.l2sp,
+        metadata={"help": "Strength of the pull of trainable weights towards their starting values."},
     )
 
     # Amplitude monitor
     amplitude_warning_ratio: float = field(
-        default=0.3, metadata={"help": "WARNING when the synthesized RMS is off the reference by more than this."}
+        default=DEFAULT_WARNING_RATIO,
+        metadata={"help": "WARNING when the synthesized RMS is off the reference by more than this."},
     )
     amplitude_critical_ratio: float = field(
-        default=0.6, metadata={"help": "CRITICAL when the synthesized RMS is off the reference by more than this."}
+        default=DEFAULT_CRITICAL_RATIO,
+        metadata={"help": "CRITICAL when the synthesized RMS is off the reference by more than this."},
     )
     amplitude_patience: int = field(
-        default=3, metadata={"help": "Stop after this many CRITICAL evaluations in a row; 0 never stops."}
+        default=DEFAULT_PATIENCE,
+        metadata={"help": "Stop after this many CRITICAL evaluations in a row; 0 never stops."},
     )
     amplitude_monitor_texts: list[str] | None = field(
         default=None, metadata={"help": "Sentences synthesized at each evaluation; defaults to eval-split texts."}
@@ -355,6 +366,20 @@ class VitsTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        # precision and devices are settled before `TrainingArguments.__post_init__`, which reads fp16 / bf16 and
+        # use_cpu; the recipe's own arguments are checked after it
+        self._reject_torch_compile()
+        self._check_precision_flags()
+        self._use_cpu_for_processes_without_gpu()
+        self._pin_memory_only_for_an_accelerator()
+        self._resolve_precision()
+        super().__post_init__()
+        self._check_segment_size()
+        self._check_time_budget()
+        self._check_amplitude_arguments()
+        self._check_periods_under_time_budget()
+
+    def _reject_torch_compile(self) -> None:
         if self.torch_compile or self.torch_compile_backend or self.torch_compile_mode:
             # Trainer would compile the whole training forward, whose text and spectrogram lengths change with every
             # batch: it recompiled at each step (39-185 s a step against 0.35 s on the demo, CPU). Compiling only the
@@ -365,6 +390,9 @@ class VitsTrainingArguments(TrainingArguments):
                 "`python benchmarks/train_throughput.py --compile segment` measures compiling the decoder and "
                 "discriminator alone."
             )
+
+    def _check_precision_flags(self) -> None:
+        """`--precision` is one of its four values, and an explicit `--fp16` / `--bf16` agrees with it."""
         self.precision = self.precision.lower()
         if self.precision not in {"auto", "fp32", "fp16", "bf16"}:
             raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")
@@ -376,13 +404,20 @@ class VitsTrainingArguments(TrainingArguments):
         if requested is not None:
             # an explicit --fp16 / --bf16 wins over auto: a flag that is silently ignored is worse than none
             self.precision = requested
+
+    def _use_cpu_for_processes_without_gpu(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # several processes and no GPU (`accelerate launch --multi_gpu` on CPU): without use_cpu, Trainer sets up
             # no distributed state and each process would train alone; with it, DDP runs over gloo
             self.use_cpu = True
+
+    def _pin_memory_only_for_an_accelerator(self) -> None:
         if self.use_cpu or not torch.accelerator.is_available():
             # pinned host memory only speeds up copies to an accelerator; without one, torch warns at every DataLoader
             self.dataloader_pin_memory = False
+
+    def _resolve_precision(self) -> None:
+        """`--precision auto` made concrete for the device (after `use_cpu` is settled), then set as fp16 / bf16."""
         if self.precision == "auto":
             if self.use_cpu or not torch.cuda.is_available():
                 self.precision = "fp32"
@@ -390,13 +425,22 @@ class VitsTrainingArguments(TrainingArguments):
                 self.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         self.bf16 = self.precision == "bf16"
         self.fp16 = self.precision == "fp16"
-        super().__post_init__()
+
+    def _check_segment_size(self) -> None:
         if self.segment_size < 1:
             raise ValueError(f"--segment_size must be positive, not {self.segment_size}")
+
+    def _check_time_budget(self) -> None:
         if self.target_hours is not None and self.target_hours <= 0:
             raise ValueError(f"--target_hours must be positive, not {self.target_hours}")
         if self.target_hours_timing_steps < 2:
+            # the first timed step pays for allocations and warm-up and is not counted: one more is needed
             raise ValueError(f"--target_hours_timing_steps must be at least 2, not {self.target_hours_timing_steps}")
+
+    def _check_amplitude_arguments(self) -> None:
+        """The monitor's thresholds are ordered, and the amplitude loss's target peak comes with the loss."""
+        # checked here too (the monitor checks them when it is built) so that a bad value fails at parsing, naming
+        # the flags, rather than after the data is prepared
         if not 0 <= self.amplitude_warning_ratio <= self.amplitude_critical_ratio:
             raise ValueError(
                 "Need 0 <= --amplitude_warning_ratio <= --amplitude_critical_ratio, got "
@@ -407,20 +451,23 @@ class VitsTrainingArguments(TrainingArguments):
                 f"--amplitude_target_peak {self.amplitude_target_peak} is a target of the amplitude loss, which is off "
                 f"(--amplitude_loss_weight {self.amplitude_loss_weight}): give --amplitude_loss_weight > 0 too"
             )
-        if self.target_hours is not None:
-            # max_steps is planned during training: a fraction of it is unknown when these periods are fixed (a
-            # fraction of the provisional upper bound, or of --max_steps rather than of the planned steps)
-            fractional = {
-                name: getattr(self, name)
-                for name in ("logging_steps", "eval_steps", "save_steps")
-                if getattr(self, name) is not None and 0 < getattr(self, name) < 1
-            }
-            if fractional:
-                listed = ", ".join(f"--{name} {value}" for name, value in fractional.items())
-                raise ValueError(
-                    f"--target_hours plans max_steps while training, so {listed} (a fraction of max_steps) cannot "
-                    "be resolved: give a whole number of steps"
-                )
+
+    def _check_periods_under_time_budget(self) -> None:
+        if self.target_hours is None:
+            return
+        # max_steps is planned during training: a fraction of it is unknown when these periods are fixed (a
+        # fraction of the provisional upper bound, or of --max_steps rather than of the planned steps)
+        fractional = {
+            name: getattr(self, name)
+            for name in ("logging_steps", "eval_steps", "save_steps")
+            if getattr(self, name) is not None and 0 < getattr(self, name) < 1
+        }
+        if fractional:
+            listed = ", ".join(f"--{name} {value}" for name, value in fractional.items())
+            raise ValueError(
+                f"--target_hours plans max_steps while training, so {listed} (a fraction of max_steps) cannot "
+                "be resolved: give a whole number of steps"
+            )
 
     @cached_property
     def _setup_devices(self) -> torch.device:

@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from recipe.errors import InputError
 from recipe.folders import publish_folder
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,11 @@ SMALL_FILES_BYTES = 256 * 1024
 FEW_CHECKPOINTS = 3
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(InputError, RuntimeError):
     """A checkpoint (or the output folder it goes to) could not be written."""
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(InputError, RuntimeError):
     """A checkpoint is incomplete or damaged: names the file and the reason."""
 
 

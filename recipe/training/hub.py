@@ -13,6 +13,8 @@ import re
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from recipe.piper.decoder import is_resblock2_config_dict
+
 CARD_FILE = "README.md"
 # What a `VitsModel` / `VitsTokenizer` folder holds (save_pretrained), i.e. what `from_pretrained` needs.
 MODEL_PATTERNS = ("config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", "*.index.json")
@@ -21,6 +23,25 @@ TOKENIZER_PATTERNS = ("vocab.json", "tokenizer_config.json", "special_tokens_map
 DISCRIMINATOR_PATTERNS = ("discriminator*", "discriminator/*")
 # Hub ids are `name` or `owner/name`; anything else (a local folder) is not put in the `datasets` metadata.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+MODEL_ID_PLACEHOLDER = "<this model id>"
+# How to load and run the model: transformers' pipeline, except for a type-2 Piper decoder, which transformers lacks
+# and which the saved config.json makes transformers refuse by design (recipe.piper.decoder)
+TRANSFORMERS_USE = f"""```python
+from transformers import pipeline
+
+tts = pipeline("text-to-speech", model="{MODEL_ID_PLACEHOLDER}")
+speech = tts("...")
+```"""
+RECIPE_USE = f"""Its decoder has Piper's type-2 residual blocks, which `transformers` does not implement: \
+`pipeline("text-to-speech")` and `VitsModel.from_pretrained` refuse it. Load it with the recipe that trained it:
+
+```python
+from recipe.voices import load_tokenizer, load_voice
+from recipe.voices.synthesis import synthesize
+
+model, tokenizer = load_voice("{MODEL_ID_PLACEHOLDER}"), load_tokenizer("{MODEL_ID_PLACEHOLDER}")
+waveform, seconds = synthesize(model, tokenizer, "...")  # float32 samples at model.config.sampling_rate
+```"""
 
 
 def _format_loss_table(final_losses: dict) -> str:
@@ -63,6 +84,7 @@ def build_model_card(
     amplitude_status,
     language: str | None = None,
     lineage: list[dict] | None = None,
+    model_config: dict | None = None,
 ) -> str:
     """The README.md of a fine-tuned model: Hub metadata and the figures of the run.
 
@@ -77,6 +99,8 @@ def build_model_card(
         language (`str`, *optional*): ISO code of the language (e.g. "kmr").
         lineage (`list[dict]`, *optional*): earlier fine-tunes this model descends from, oldest first, each a
             dict of what to show (e.g. `{"model": ..., "dataset": ..., "steps": ...}`).
+        model_config (`dict`, *optional*): the model's saved `config.json`; for a type-2 Piper decoder the card's
+            "Use" section loads it with `recipe.voices.load_voice` instead of `transformers.pipeline`.
 
     Returns:
         `str`: the card, YAML front matter (`library_name: transformers`, `pipeline_tag: text-to-speech`,
@@ -103,8 +127,7 @@ def build_model_card(
         f"# VITS fine-tuned from {os.path.basename(os.path.normpath(base_model)) if is_local_base else base_model}",
         f"This model is {base_label} fine-tuned on **{dataset_label}** ({hours_of_audio:.2f} hours of audio) "
         f"for {steps} steps with the VITS objectives (mel reconstruction, KL, duration, adversarial).",
-        "## Use\n\n```python\nfrom transformers import pipeline\n\n"
-        'tts = pipeline("text-to-speech", model="<this model id>")\nspeech = tts("...")\n```',
+        "## Use\n\n" + (RECIPE_USE if model_config and is_resblock2_config_dict(model_config) else TRANSFORMERS_USE),
         "## Final losses\n\n" + _format_loss_table(final_losses),
         "## Loudness check\n\n" + _format_amplitude(amplitude_status),
     ]

@@ -7,7 +7,8 @@ placed in `TRAINING_GROUPS` (a test checks it).
 
 Arguments come as flags, or as one JSON / YAML file whose values the flags after it override
 (`run_finetune.py configs/demo.json --max_steps 50`). Any mistake in them (a mistyped flag or key, a value of the
-wrong type, a value a dataclass refuses) raises `ArgumentsError`, whose message `run_finetune.py` prints as one line.
+wrong type, a value a dataclass refuses) raises `recipe.errors.ArgumentsError`, whose message `run_finetune.py` prints
+as one line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shutil
 import yaml
 from transformers import HfArgumentParser
 
+from recipe.errors import ArgumentsError, RaisesArgumentsError, help_epilog
 from recipe.training.arguments import DataArguments, ModelArguments, VitsTrainingArguments
 
 # The recipe's fields of VitsTrainingArguments and the Trainer arguments a fine-tune usually sets, by group, in the
@@ -95,10 +97,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{flag} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
 
-class ArgumentsError(ValueError):
-    """A mistake in the arguments: `run_finetune.py` prints it as one line and exits with status 2."""
-
-
 def _field_names(dataclass_type) -> list[str]:
     return [f.name for f in dataclasses.fields(dataclass_type) if f.init]
 
@@ -116,7 +114,7 @@ def argument_groups() -> list[tuple[str, str, list[str]]]:
     return groups
 
 
-class RecipeArgumentParser(HfArgumentParser):
+class RecipeArgumentParser(RaisesArgumentsError, HfArgumentParser):
     """`HfArgumentParser` over `(ModelArguments, DataArguments, VitsTrainingArguments)` with grouped `--help` and
     errors raised as `ArgumentsError` (one line, with the closest flag names) instead of a usage dump or a traceback.
     """
@@ -129,6 +127,7 @@ class RecipeArgumentParser(HfArgumentParser):
             formatter_class=_HelpFormatter,
             description="Fine-tune a VITS / MMS-TTS model on your recordings. The recipe's arguments come first, by "
             "group; then all the other Trainer arguments.",
+            epilog=help_epilog("run_finetune.py"),
         )
         self._regroup()
 
@@ -149,10 +148,6 @@ class RecipeArgumentParser(HfArgumentParser):
             groups.append(group)
         self._optionals.title, self._optionals.description = OTHER_TRAINER_ARGUMENTS
         self._action_groups = [self._positionals, *groups, self._optionals]
-
-    def error(self, message: str):
-        """argparse's errors (a value of the wrong type, a missing value) as `ArgumentsError`, not a usage dump."""
-        raise ArgumentsError(message)
 
     def flags(self) -> list[str]:
         """Each flag's first spelling (`--max_steps`, not also `--max-steps`)."""
@@ -211,8 +206,3 @@ class RecipeArgumentParser(HfArgumentParser):
         for action in self._actions:
             if action.dest in values:
                 action.required = False
-
-
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, VitsTrainingArguments]:
-    """`RecipeArgumentParser().parse(argv)`."""
-    return RecipeArgumentParser().parse(argv)

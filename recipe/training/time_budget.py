@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+from recipe.training.distributed import broadcast_from_main
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,17 +49,6 @@ def steps_that_fit(
     # each step costs its own time plus its share of the evaluations that follow every `eval_every` steps
     cost_per_step = seconds_per_step + (seconds_per_evaluation / eval_every if eval_every else 0.0)
     return steps_done + max(1, math.floor(remaining / cost_per_step))
-
-
-def _from_main_process(value: float, device) -> float:
-    """`value` as the main process has it (a broadcast under torch.distributed; `value` itself otherwise)."""
-    import torch
-
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    packed = torch.tensor([value], dtype=torch.float64, device=device)
-    torch.distributed.broadcast(packed, src=0)
-    return float(packed.item())
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -130,7 +121,7 @@ class TimeBudgetCallback(TrainerCallback):
         last_step = state.global_step >= state.max_steps  # the run ends and saves now anyway
         out_of_time = elapsed + step_time + self._reserve(step_time) > self.budget_seconds
         # processes must stop at the same step, or the ones still training wait forever on the others' gradients
-        if not last_step and _from_main_process(float(out_of_time), args.device) > 0:
+        if not last_step and broadcast_from_main([float(out_of_time)], args.device)[0] > 0:
             logger.warning(
                 f"--target_hours {self.budget_seconds / 3600:g}: stopping at step {state.global_step} after "
                 f"{elapsed / 60:.1f} min to save before the budget runs out"
@@ -163,7 +154,7 @@ class TimeBudgetCallback(TrainerCallback):
         if self.max_steps_cap is not None:
             planned = min(planned, self.max_steps_cap)
         # every process follows the main process's plan: different schedules would make the replicas drift apart
-        planned = int(_from_main_process(float(planned), args.device))
+        planned = int(broadcast_from_main([float(planned)], args.device)[0])
         self.planned_max_steps = planned
         logger.info(
             f"--target_hours {self.budget_seconds / 3600:g}: {self.seconds_per_step:.2f} s/step over "

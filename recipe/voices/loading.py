@@ -3,13 +3,15 @@ tokenizer.
 
 Every entry point (`run_finetune.py`, resume, `recipe.compare`, the amplitude monitor, export) loads through
 `load_voice` / `load_tokenizer` / `load_voice_config`, so that a voice type that needs more than a plain
-`VitsModel.from_pretrained` (e.g. an imported Piper voice with its own decoder) is loaded the same way everywhere.
+`VitsModel.from_pretrained` (e.g. an imported Piper voice with its own decoder) is loaded the same way everywhere,
+and asks `tokenizer_kind` what the loaded tokenizer reads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Literal
 
 from transformers import VitsConfig, VitsModel, VitsTokenizer
 from transformers.utils import cached_file
@@ -22,8 +24,29 @@ logger = logging.getLogger(__name__)
 # IPA letters and stress / length marks: a vocabulary holding them is a phoneme vocabulary (phonemize=True)
 _IPA_RANGES = ((0x0250, 0x02AF), (0x02C8, 0x02C8), (0x02CC, 0x02CC), (0x02D0, 0x02D1))
 
+TokenizerKind = Literal["characters", "phonemes", "piper_phonemes"]
 
-def is_phoneme_vocabulary(vocabulary) -> bool:
+
+def tokenizer_kind(tokenizer) -> TokenizerKind:
+    """What a voice's tokenizer (`load_tokenizer`) reads.
+
+    - `"characters"`: a `VitsTokenizer` with `phonemize=False` (every MMS model): the text's characters.
+    - `"phonemes"`: a `VitsTokenizer` with `phonemize=True` (a phoneme vocabulary): the IPA phonemes espeak gives
+      through the `phonemizer` package.
+    - `"piper_phonemes"`: a `PiperPhonemeTokenizer` (an imported Piper voice): Piper's phoneme ids, from piper-tts's
+      espeak-ng bridge and the voice's `phoneme_id_map`.
+
+    Raises:
+        `TypeError` for any other tokenizer.
+    """
+    if isinstance(tokenizer, PiperPhonemeTokenizer):
+        return "piper_phonemes"
+    if isinstance(tokenizer, VitsTokenizer):
+        return "phonemes" if tokenizer.phonemize else "characters"
+    raise TypeError(f"{type(tokenizer).__name__} is not a voice tokenizer (VitsTokenizer or PiperPhonemeTokenizer)")
+
+
+def _holds_ipa(vocabulary) -> bool:
     return any(low <= ord(char) <= high for token in vocabulary for char in token for low, high in _IPA_RANGES)
 
 
@@ -46,7 +69,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, token: str | 
     if piper_config is not None:
         return PiperPhonemeTokenizer.from_pretrained(os.path.dirname(piper_config))
     tokenizer = VitsTokenizer.from_pretrained(name_or_path, revision=revision, token=token)
-    if tokenizer.phonemize and not is_phoneme_vocabulary(tokenizer.get_vocab()):
+    if tokenizer.phonemize and not _holds_ipa(tokenizer.get_vocab()):
         logger.info(f"{name_or_path}: character vocabulary, so the text is not phonemized (phonemize=False)")
         tokenizer.phonemize = False
     return tokenizer
@@ -60,13 +83,16 @@ def load_voice_config(name_or_path: str, revision: str | None = None, token: str
     return VitsConfig.from_dict(config_dict)
 
 
+def _model_class(config: VitsConfig) -> type[VitsModel]:
+    return VitsModelResblock2 if isinstance(config, Resblock2VitsConfig) else VitsModel
+
+
 def model_from_config(config: VitsConfig) -> VitsModel:
     """A randomly initialized model of the voice type `config` describes."""
-    return VitsModelResblock2(config) if isinstance(config, Resblock2VitsConfig) else VitsModel(config)
+    return _model_class(config)(config)
 
 
 def load_voice(name_or_path: str, revision: str | None = None, token: str | None = None) -> VitsModel:
     """The voice's model with its trained weights (`VitsModel`, or `VitsModelResblock2` for a type-2 decoder)."""
     config = load_voice_config(name_or_path, revision=revision, token=token)
-    model_class = VitsModelResblock2 if isinstance(config, Resblock2VitsConfig) else VitsModel
-    return model_class.from_pretrained(name_or_path, config=config, revision=revision, token=token)
+    return _model_class(config).from_pretrained(name_or_path, config=config, revision=revision, token=token)
