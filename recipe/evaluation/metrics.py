@@ -95,7 +95,18 @@ def amplitude_stats(waveform: np.ndarray, sampling_rate: int) -> dict[str, float
     }
 
 
-def amplitude_status(rms: float, reference_rms: float, warning_ratio: float = 0.3, critical_ratio: float = 0.6) -> str:
+# Relative RMS deviations from the recordings' level at which a voice is WARNING / CRITICAL (the amplitude monitor's
+# and `--amplitude_warning_ratio` / `--amplitude_critical_ratio`'s defaults)
+DEFAULT_WARNING_RATIO = 0.3
+DEFAULT_CRITICAL_RATIO = 0.6
+
+
+def amplitude_status(
+    rms: float,
+    reference_rms: float,
+    warning_ratio: float = DEFAULT_WARNING_RATIO,
+    critical_ratio: float = DEFAULT_CRITICAL_RATIO,
+) -> str:
     """Classify an RMS against a reference by relative deviation `|rms / reference_rms - 1|`.
 
     Args:

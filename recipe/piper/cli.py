@@ -98,7 +98,7 @@ def run_import(args) -> None:
     if report["untrained_parts"]:
         print(
             f"Imported into {args.output_dir}. Untrained (random) parts: {', '.join(report['untrained_parts'])}: warm "
-            "them up before fine-tuning (run_finetune.py --warmup_untrained_parts; README, 'Piper voices')."
+            "them up before fine-tuning (run_finetune.py --warmup_untrained_parts; docs/piper.md, 'Warm-up')."
         )
     else:
         print(f"Imported into {args.output_dir}, with every part trained.")

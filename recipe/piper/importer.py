@@ -7,7 +7,7 @@ the text embedding is called after the graph input it feeds (`sid`); both are na
 them. The duration predictor's first ElementwiseAffine is stored as `exp(-logs)`, as inference uses it.
 
 What inference does not use is not in the ONNX, so it starts from random weights and must be warmed up on data
-(`run_finetune.py --warmup_untrained_parts`, see the README): the posterior encoder, the duration predictor's
+(`run_finetune.py --warmup_untrained_parts`, see docs/piper.md): the posterior encoder, the duration predictor's
 posterior flows and its first ConvFlow, and the discriminator. `import_report.json` in the folder lists them. A Piper
 training checkpoint (PyTorch Lightning, `model_g.*` / `model_d.*`) holds all of it, the discriminator included.
 

@@ -5,7 +5,7 @@ An ONNX voice has no posterior encoder (spectrogram -> latent z) and no posterio
 training needs both, and starting them from random weights means the first fine-tuning steps train the decoder on
 latents that do not describe the recording. Training them through the VITS objectives (mel through the frozen
 decoder, KL to the frozen prior) is slow: 120 steps on 12 minutes of the Joe voice took 33 CPU minutes and left the
-reconstruction far from the recording (`benchmarks/real_voice.py`, README "Piper voices").
+reconstruction far from the recording (`benchmarks/real_voice.py`, docs/piper.md, "Warm-up").
 
 The voice itself knows the answer. For each text of the user's data, its inference pass gives the latent `z` it
 decodes (prior sample through the reversed flow, voice's noise scales) and the durations it chose; the decoder turns
@@ -33,7 +33,7 @@ from recipe.text import encode_text
 logger = logging.getLogger(__name__)
 
 # The defaults of `warm_up_from_own_synthesis`, `python -m recipe.piper warmup` and `benchmarks/real_voice.py`,
-# measured on the Joe voice (README, "Proof on a real voice"): its posterior loss fell from 10.8 to 0.38.
+# measured on the Joe voice (docs/results.md, "Piper voices"): its posterior loss fell from 10.8 to 0.38.
 WARMUP_STEPS = 400
 WARMUP_LEARNING_RATE = 6e-4
 WARMUP_BATCH_SIZE = 8

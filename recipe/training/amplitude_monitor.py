@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from recipe.evaluation.metrics import DEFAULT_CRITICAL_RATIO, DEFAULT_WARNING_RATIO
 from recipe.training.amplitude_history import AMPLITUDE_STATUS_FILE, AmplitudeHistory
 from recipe.training.amplitude_probe import AmplitudeProbe
 from recipe.training.checkpoint_hooks import CheckpointAwareCallback
@@ -19,10 +20,8 @@ from recipe.training.distributed import broadcast_from_main
 
 logger = logging.getLogger(__name__)
 
-# The monitor's defaults, also those of `--amplitude_warning_ratio`, `--amplitude_critical_ratio` and
-# `--amplitude_patience`.
-DEFAULT_WARNING_RATIO = 0.3
-DEFAULT_CRITICAL_RATIO = 0.6
+# CRITICAL evaluations in a row that stop the run: the monitor's default and `--amplitude_patience`'s. The two
+# thresholds' defaults are `recipe.evaluation.metrics`', beside the function that applies them.
 DEFAULT_PATIENCE = 3
 # Numeric codes of the statuses, for `log_history` and TensorBoard scalars.
 STATUS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
