@@ -8,9 +8,10 @@
         --output_dir outputs/kmr --max_steps 2000 --eval_strategy steps --eval_steps 200 --save_steps 200
     python run_finetune.py configs/mms_kmr_common_voice.json --preprocessing_only   # build the feature cache once
 
-Arguments: one JSON or YAML file, or flags (`--help`); `recipe/config.py` documents them all. Exit status: 0; 2 and one
-line `run_finetune.py: error: MESSAGE` for bad input (`recipe.errors.run_command`; `RECIPE_DEBUG=1` also shows its
-traceback); 128 + the signal's number after Ctrl-C / SIGTERM stopped training cleanly.
+Arguments: one JSON or YAML file, or flags (`--help`); `recipe/config.py` documents them all. Exit status: 0; one line
+`run_finetune.py: error: MESSAGE` and 2 for bad input, 3 for an unavailable resource (no room, no permission, the Hub
+unreachable, the output folder held by another run), 4 for a failed peer process (`recipe.errors`; `RECIPE_DEBUG=1`
+also shows the traceback); 128 + the signal's number after Ctrl-C / SIGTERM stopped training cleanly.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from recipe.audio import SpectrogramConfig
 from recipe.data.collator import VitsDataCollator
 from recipe.data.pipeline import prepare_datasets
 from recipe.data.replay import mix_replay, replay_args
-from recipe.errors import ArgumentsError, MissingInputError, run_command
+from recipe.errors import ArgumentsError, InputError, MissingInputError, run_command
 from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
 from recipe.model.losses import L2SPReference
 from recipe.model.preparation import prepare_for_training
@@ -45,8 +46,9 @@ from recipe.model.vocabulary import (
 from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
 from recipe.training.amplitude_probe import reference_rms_from_dataset
 from recipe.training.arguments import ModelArguments
-from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback
+from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback, configure_progress_bars
 from recipe.training.parser import RecipeArgumentParser
+from recipe.training.run_lock import holding_output_dir
 from recipe.training.signals import ForcedStop, TrainingInterrupted
 from recipe.training.trainer import VitsTrainer
 from recipe.voices.lineage import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
@@ -101,10 +103,12 @@ def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is None:
         raise ArgumentsError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
+    flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
     try:
-        return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token)
+        return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token, flag=flag)
+    except InputError:  # the recipe's own messages (no such folder, the Hub unreachable) already name the flag
+        raise
     except OSError as error:  # transformers' "not a local folder and not a valid model identifier", and the like
-        flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
         raise ArgumentsError(f"{flag} {name!r}: could not load a tokenizer from it: {error}") from error
 
 
@@ -120,6 +124,8 @@ def load_model_config(model_args: ModelArguments) -> VitsConfig:
             return voices.load_voice_config(
                 model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
             )
+        except InputError:
+            raise
         except OSError as error:
             raise ArgumentsError(
                 f"--model_name_or_path {model_args.model_name_or_path!r}: could not load a VitsModel config from it: "
@@ -226,6 +232,8 @@ def configure_logging(training_args) -> None:
         logging.getLogger(name).setLevel(recipe_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+    # bars on a terminal only (--disable_tqdm is on by default elsewhere), as the Trainer's own bar
+    configure_progress_bars(on_terminal=not training_args.disable_tqdm)
 
 
 def extend_tokenizer(model_args, data_args, training_args, tokenizer) -> tuple[object, list[str]]:
@@ -336,68 +344,70 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")
     set_seed(training_args.seed)
 
-    # 2. Tokenizer and model configuration (enough to build the features). New letters go into the tokenizer before
-    # the features are tokenized, so the cached input_ids use them.
-    tokenizer = load_tokenizer(model_args)
-    config = load_model_config(model_args)
-    check_vocabulary(tokenizer, config)
-    tokenizer, added_characters = extend_tokenizer(model_args, data_args, training_args, tokenizer)
+    # one run per --output_dir: refused (exit status 3) while another run holds it; released however this ends
+    with holding_output_dir(training_args):
+        # 2. Tokenizer and model configuration (enough to build the features). New letters go into the tokenizer before
+        # the features are tokenized, so the cached input_ids use them.
+        tokenizer = load_tokenizer(model_args)
+        config = load_model_config(model_args)
+        check_vocabulary(tokenizer, config)
+        tokenizer, added_characters = extend_tokenizer(model_args, data_args, training_args, tokenizer)
 
-    # 3. Features
-    splits, data_report, train_dataset = build_features(model_args, data_args, training_args, tokenizer, config)
-    eval_dataset = splits["eval"]
-    logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
-    if data_args.preprocessing_only:
-        logger.info("--preprocessing_only: the features are cached; exiting before training")
-        return {"data_report": data_report}
+        # 3. Features
+        splits, data_report, train_dataset = build_features(model_args, data_args, training_args, tokenizer, config)
+        eval_dataset = splits["eval"]
+        logger.info(f"{len(train_dataset)} training and {len(eval_dataset)} eval clips")
+        if data_args.preprocessing_only:
+            logger.info("--preprocessing_only: the features are cached; exiting before training")
+            return {"data_report": data_report}
 
-    # 4. Model, discriminator and the reference of the starting weights
-    vits, embedding_callbacks = load_model_for_training(model_args, config, tokenizer, added_characters)
-    model = VitsForTraining(vits, segment_size=training_args.segment_size)
-    discriminator = load_run_discriminator(model_args)
-    l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
+        # 4. Model, discriminator and the reference of the starting weights
+        vits, embedding_callbacks = load_model_for_training(model_args, config, tokenizer, added_characters)
+        model = VitsForTraining(vits, segment_size=training_args.segment_size)
+        discriminator = load_run_discriminator(model_args)
+        l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
 
-    # 5. Trainer
-    sampling_rate = config.sampling_rate
-    trainer = VitsTrainer(
-        model=model,
-        args=training_args,
-        discriminator=discriminator,
-        l2sp=l2sp,
-        budget_started_at=started_at,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
-        data_collator=VitsDataCollator(
-            SpectrogramConfig.from_model_config(config), pad_token_id=tokenizer.pad_token_id
-        ),
-        processing_class=tokenizer,
-        callbacks=build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate) + embedding_callbacks,
-    )
+        # 5. Trainer
+        sampling_rate = config.sampling_rate
+        trainer = VitsTrainer(
+            model=model,
+            args=training_args,
+            discriminator=discriminator,
+            l2sp=l2sp,
+            budget_started_at=started_at,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+            data_collator=VitsDataCollator(
+                SpectrogramConfig.from_model_config(config), pad_token_id=tokenizer.pad_token_id
+            ),
+            processing_class=tokenizer,
+            callbacks=build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate) + embedding_callbacks,
+        )
 
-    # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
-    train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
-    trainer.save_model()
-    metrics = dict(train_result.metrics)
-    metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
-    # this round's own data, without the replay
-    lineage = record_lineage(
-        trainer, model_args, data_args, hours_of_audio(splits["train"], sampling_rate), added_characters
-    )
-    if trainer.budget is not None:
-        metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget
-    report_metrics(trainer, "train", metrics)
-    trainer.save_state()
+        # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
+        train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+        trainer.save_model()
+        metrics = dict(train_result.metrics)
+        metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
+        # this round's own data, without the replay
+        lineage = record_lineage(
+            trainer, model_args, data_args, hours_of_audio(splits["train"], sampling_rate), added_characters
+        )
+        if trainer.budget is not None:
+            metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget
+        report_metrics(trainer, "train", metrics)
+        trainer.save_state()
 
-    # 7. Final evaluation of the saved weights
-    if trainer.eval_dataset is not None:
-        eval_metrics = trainer.evaluate()
-        report_metrics(trainer, "eval", eval_metrics)
-        metrics.update(eval_metrics)
+        # 7. Final evaluation of the saved weights
+        if trainer.eval_dataset is not None:
+            eval_metrics = trainer.evaluate()
+            report_metrics(trainer, "eval", eval_metrics)
+            metrics.update(eval_metrics)
 
-    # 8. Hub: model, tokenizer and card (and the discriminator with --hub_include_discriminator)
-    if push_to_hub and trainer.is_world_process_zero():
-        push(trainer, model_args, data_args, training_args, metrics, lineage)
-    return metrics
+        # 8. Hub: model, tokenizer and card (and the discriminator with --hub_include_discriminator)
+        if push_to_hub and trainer.is_world_process_zero():
+            push(trainer, model_args, data_args, training_args, metrics, lineage)
+        return metrics
 
 
 def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: list[dict] | None = None) -> None:
@@ -457,9 +467,11 @@ def cli(argv: list[str] | None = None) -> int:
     """`main` as a command; returns the exit status.
 
     - 0 once training, evaluation and saving are done;
-    - 2 and one line `run_finetune.py: error: MESSAGE` for bad input (an `InputError`: the arguments, the data, a
-      checkpoint, a missing package), not a traceback; every process prints its own (`recipe.errors.run_command`,
-      `RECIPE_DEBUG=1` also shows the traceback). Any other error is a bug and keeps its traceback;
+    - one line `run_finetune.py: error: MESSAGE`, not a traceback, for an `InputError`, with its status: 2 for bad
+      input (the arguments, the data, a checkpoint, a missing package), 3 for an unavailable resource (no room, no
+      permission, the Hub unreachable, `--output_dir` in use by another run: `recipe.training.run_lock`), 4 for a
+      failed peer process; every process prints its own (`recipe.errors.run_command`, `RECIPE_DEBUG=1` also shows
+      the traceback). Any other error is a bug and keeps its traceback;
     - 128 + the signal's number when Ctrl-C / SIGTERM stopped training, with the checkpoint saved and the command
       that resumes from it (printed by the main process).
     """

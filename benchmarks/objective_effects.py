@@ -31,6 +31,7 @@ from recipe.model.alignment import monotonic_alignment  # noqa: E402
 from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator  # noqa: E402
 from recipe.model.losses import (  # noqa: E402
     LossWeights,
+    discriminate,
     discriminator_objective,
     generator_objective,
     mel_loss,
@@ -102,11 +103,12 @@ def train(model, batch, steps, weights, discriminator=None, learning_rate=1e-3, 
     for _ in range(steps):
         outputs = model(**batch)
         if discriminator is not None:
-            disc_loss, _ = discriminator_objective(discriminator, outputs)
+            disc_loss, _ = discriminator_objective(discriminate(discriminator, outputs, detach_generated=True))
             disc_optimizer.zero_grad()
             disc_loss.backward()
             disc_optimizer.step()
-        loss, components = generator_objective(outputs, weights, discriminator)
+        discriminated = discriminate(discriminator, outputs) if discriminator is not None else None
+        loss, components = generator_objective(outputs, weights, discriminated)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

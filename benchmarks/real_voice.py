@@ -242,7 +242,8 @@ def train(args, results: dict, name: str, model: str, data: str, output: str, ex
         "--output_dir", os.path.join(work, output),
         "--cache_dir", os.path.join(work, "cache"),
         "--report_to", "none",
-        "--seed", str(args.seed),
+        "--seed", str(args.seed if args.train_seed is None else args.train_seed),
+        *(["--precision", args.precision] if args.precision else []),
         *extra,
     ]  # fmt: skip
     seconds = run(command, os.path.join(work, f"{name}.log"))
@@ -352,6 +353,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--work_dir", default="outputs/real_voice")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train_seed",
+        type=int,
+        default=None,
+        help="seed of the fine-tunes (default: --seed); another value on the same sentences measures run-to-run spread",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="--precision of the fine-tunes (default: run_finetune.py's, auto)",
+    )
     parser.add_argument("--num_train", type=int, default=200)
     parser.add_argument("--num_heldout", type=int, default=30)
     parser.add_argument("--num_reconstruction", type=int, default=10)

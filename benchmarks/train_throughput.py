@@ -6,11 +6,22 @@
         --steps 30 --num_workers 4 --output_json train_h100.json
 
 Each step is the sequence of calls `recipe.training.trainer.VitsTrainer.training_step` makes, with the real
-objectives: the generator's forward (`VitsForTraining`) and `generator_objective` (discriminator frozen,
-`recipe.training.trainer.frozen`), its backward, `discriminator_objective` on the detached audio and its backward, then gradient clipping (1.0), both
-AdamW steps, both learning-rate schedules and `zero_grad(set_to_none=True)`. The batches come from a `DataLoader`
-with `VitsDataCollator` over synthetic cached features (random speech-like audio, clip lengths uniform in
-`--min_seconds`..`--max_seconds`, about 20 tokens a second).
+objectives: the generator's forward (`VitsForTraining`), one discriminator pass over the real and generated audio
+(`recipe.model.losses.discriminate`) that `generator_objective` and `discriminator_objective` share, the
+discriminator's backward into its own parameters and the generator's into the generator's, then gradient clipping
+(1.0), both AdamW steps, both learning-rate schedules and `zero_grad(set_to_none=True)`. `--discriminator_passes 2`
+times VITS's two passes instead (the generator's objective with the discriminator frozen, then the discriminator's
+on the detached audio, scored anew: the same gradients, one discriminator forward more). The batches come from a
+`DataLoader` with `VitsDataCollator` over synthetic cached features (random speech-like audio, clip lengths uniform
+in `--min_seconds`..`--max_seconds`, about 20 tokens a second).
+
+    python benchmarks/train_throughput.py --model_config mms --discriminator vits --batch_size 2 --steps 2 \
+        --warmup_steps 1 --threads 1 --compare 2:fp32 1:fp32 1:bf16 --rounds 3
+
+compares steps side by side: each variant (discriminator passes : precision) trains its own copy of the same model
+on the same batches with the same noise, the variants alternate round by round (A B A B), and the table gives each
+one's samples/s, seconds of audio per second, its speed against the first variant (the median over rounds of the
+ratio of step times) and its peak memory (from a short run of its own).
 
 Per step it reports, with the device synchronized at each boundary:
     data_wait           waiting for the DataLoader's next batch (collation included when `--num_workers 0`)
@@ -27,10 +38,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -75,6 +90,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="Timed steps. Default: 30 on a GPU, 6 on CPU.")
     parser.add_argument("--warmup_steps", type=int, default=None, help="Untimed first steps. Default: 5 GPU, 2 CPU.")
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="Default: bf16 GPU, fp32 CPU.")
+    parser.add_argument(
+        "--discriminator_passes",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="1: one discriminator forward serves both objectives (VitsTrainer's step); 2: VITS's two passes (the "
+        "generator's objective with the discriminator frozen, then the discriminator's on the detached audio).",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="PASSES:PRECISION",
+        help="Compare steps side by side, e.g. '2:fp32 1:bf16': each variant trains its own copy of the same model on "
+        "the same batches, the variants alternate for --rounds rounds of --steps steps (A B A B), and each one's "
+        "speed is reported as the median over rounds of the first variant's step time over its own; peak memory "
+        "from a separate short run of each. Replaces --discriminator_passes and --precision.",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="With --compare: rounds of alternation.")
     parser.add_argument("--min_seconds", type=float, default=2.0, help="Shortest synthetic clip.")
     parser.add_argument("--max_seconds", type=float, default=8.0, help="Longest synthetic clip.")
     parser.add_argument("--segment_size", type=int, default=32, help="Latent frames decoded per clip (as training).")
@@ -136,7 +170,39 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--model_config {args.model_config!r}: not 'mms', 'tiny' or an existing config.json")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be positive, not {args.threads}")
+    given = {word.split("=")[0] for word in args.argv if word.startswith("--")}
+    if args.compare is None and "--rounds" in given:
+        parser.error("--rounds counts the rounds of --compare; without --compare it does nothing")
+    if args.compare is not None and given & {"--discriminator_passes", "--precision"}:
+        parser.error("--compare gives each variant's passes and precision; drop --discriminator_passes / --precision")
+    if args.compare is not None:
+        try:
+            args.compare = [Variant.parse(text) for text in args.compare]
+        except ValueError as error:
+            parser.error(f"--compare: {error}")
+        if len(args.compare) < 2 or args.rounds < 1:
+            parser.error("--compare needs at least two variants, and --rounds must be positive")
+        if any(variant.precision == "bf16" and gpu and not torch.cuda.is_bf16_supported() for variant in args.compare):
+            parser.error("--compare: this GPU has no bf16")
     return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A training step to compare: discriminator passes (1 or 2) and autocast precision (fp32 or bf16)."""
+
+    passes: int
+    precision: str
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        passes, _, precision = text.partition(":")
+        if passes not in ("1", "2") or precision not in ("fp32", "bf16"):
+            raise ValueError(f"{text!r} is not PASSES:PRECISION with PASSES 1 or 2 and PRECISION fp32 or bf16")
+        return cls(int(passes), precision)
+
+    def __str__(self) -> str:
+        return f"{self.passes}:{self.precision}"
 
 
 # -- model, data, optimizers ------------------------------------------------------------------------------------------
@@ -275,13 +341,21 @@ def adamw(parameters, fused: bool):
 # -- the step --------------------------------------------------------------------------------------------------------
 
 
-def train_step(model, discriminator, optimizers, schedulers, batches, timer: PhaseTimer, args, metric_sums: dict):
-    """One training step, in `VitsTrainer.training_step`'s order; the phases accumulate in `timer`."""
-    from recipe.model.losses import LossWeights, discriminator_objective, generator_objective
-    from recipe.training.trainer import frozen
+def train_step(
+    model, discriminator, optimizers, schedulers, batches, timer: PhaseTimer, args, metric_sums: dict, variant=None
+):
+    """One training step, in `VitsTrainer.training_step`'s order; the phases accumulate in `timer`.
 
+    `variant` (`Variant`, defaults to `--discriminator_passes` and `--precision`): one discriminator pass shared by
+    both objectives (the trainer's step: the discriminator's backward into its parameters, the generator's into the
+    generator's) or VITS's two (the generator's objective with the discriminator frozen, then the discriminator's on
+    the detached audio, scored anew); the autocast precision.
+    """
+    from recipe.model.losses import LossWeights, discriminate, discriminator_objective, frozen, generator_objective
+
+    variant = variant or Variant(args.discriminator_passes, args.precision)
     device = args.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.precision == "bf16")
     synchronize(device)
     step_start = time.perf_counter()
     with timer.phase("data_wait"):
@@ -293,19 +367,34 @@ def train_step(model, discriminator, optimizers, schedulers, batches, timer: Pha
     generator_start, alignment_before = time.perf_counter(), timer.seconds["alignment"]
     with autocast:
         outputs = model(**batch)
+    if discriminator is not None and variant.passes == 1:
+        # the discriminator's work is its one forward and its backward: timed apart, as in the two-pass step
+        with timer.phase("discriminator"), autocast:
+            discriminated = discriminate(discriminator, outputs)
+        with autocast:
+            loss, components = generator_objective(outputs, LossWeights(), discriminated)
+        with timer.phase("discriminator"):
+            discriminator_loss, discriminator_components = discriminator_objective(discriminated)
+            discriminator_loss.backward(inputs=list(discriminator.parameters()), retain_graph=True)
+        loss.backward(inputs=[parameter for parameter in model.parameters() if parameter.requires_grad])
+    else:
         context = frozen(discriminator) if discriminator is not None else contextlib.nullcontext()
-        with context as frozen_discriminator:
-            loss, components = generator_objective(outputs, LossWeights(), discriminator=frozen_discriminator)
-    loss.backward()
+        with autocast, context:
+            discriminated = discriminate(discriminator, outputs) if discriminator is not None else None
+            loss, components = generator_objective(outputs, LossWeights(), discriminated)
+        loss.backward()
     synchronize(device)
     alignment = timer.seconds["alignment"] - alignment_before
-    timer.seconds["generator"] += time.perf_counter() - generator_start - alignment
+    # less the one-pass step's discriminator phases (none yet in the two-pass step's)
+    timer.seconds["generator"] += time.perf_counter() - generator_start - alignment - timer.seconds["discriminator"]
 
     if discriminator is not None:
-        with timer.phase("discriminator"):
-            with autocast:
-                discriminator_loss, discriminator_components = discriminator_objective(discriminator, outputs)
-            discriminator_loss.backward()
+        if variant.passes == 2:
+            with timer.phase("discriminator"):
+                with autocast:
+                    passes = discriminate(discriminator, outputs, detach_generated=True)
+                discriminator_loss, discriminator_components = discriminator_objective(passes)
+                discriminator_loss.backward()
         components.update(discriminator_components)
 
     with timer.phase("optimizer"):
@@ -328,19 +417,29 @@ def train_step(model, discriminator, optimizers, schedulers, batches, timer: Pha
     return total, batch
 
 
-def run(args) -> dict:
+@dataclasses.dataclass
+class Setup:
+    """What one variant trains: its own model, discriminator, optimizers, schedules and batches."""
+
+    model: torch.nn.Module
+    discriminator: torch.nn.Module | None
+    optimizers: list
+    schedulers: list
+    batches: object
+    timer: PhaseTimer
+    metric_sums: dict = dataclasses.field(default_factory=dict)
+    steps_done: int = 0
+
+
+def build_setup(args, config, rows: list[dict]) -> Setup:
+    """A freshly seeded model and discriminator with their optimizers and schedules, and a loader over `rows`: two
+    setups built with the same arguments start from the same weights and see the same batches."""
     from transformers import VitsModel, set_seed
     from transformers.optimization import get_scheduler
 
     from recipe.model.preparation import prepare_for_training
     from recipe.model.training_forward import VitsForTraining
 
-    config = build_config(args.model_config)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     set_seed(args.seed)
     vits = prepare_for_training(VitsModel(config))
     model = VitsForTraining(vits, segment_size=args.segment_size).to(args.device)
@@ -352,7 +451,7 @@ def run(args) -> dict:
         model.vits.decoder.compile(dynamic=False)
         if discriminator is not None:
             discriminator.compile(dynamic=False)
-    total_steps = args.warmup_steps + args.steps
+    total_steps = args.warmup_steps + args.steps * (args.rounds if args.compare else 1)
     optimizers = [adamw(model.parameters(), args.fused_adamw)]
     if discriminator is not None:
         optimizers.append(adamw(discriminator.parameters(), args.fused_adamw))
@@ -360,40 +459,184 @@ def run(args) -> dict:
         get_scheduler("cosine", optimizer, num_warmup_steps=max(1, total_steps // 20), num_training_steps=total_steps)
         for optimizer in optimizers
     ]
+    loader = build_loader(rows, args, model.spectrogram_config, pad_token_id=config.pad_token_id or 0)
+    return Setup(model, discriminator, optimizers, schedulers, endless(loader), PhaseTimer(args.device))
 
+
+def build_rows(args, config) -> list[dict]:
     # LengthGroupedSampler sorts "megabatches" of min(num_clips // (4 * batch), 50) batches: with 32 batches' worth
     # of clips it groups 8 batches at a time, as it would on a real dataset (with fewer it cannot group at all)
     num_clips = 32 * args.batch_size
     start = time.perf_counter()
     rows = synthetic_features(config, num_clips, args.min_seconds, args.max_seconds, args.seed)
     print(f"Built {num_clips} synthetic clips in {time.perf_counter() - start:.1f} s", flush=True)
-    loader = build_loader(rows, args, model.spectrogram_config, pad_token_id=config.pad_token_id or 0)
-    batches = endless(loader)
+    return rows
 
-    if args.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(args.device)
-    timer, metric_sums, steps, warmup_seconds = PhaseTimer(args.device), {}, [], []
-    with timed_alignment(timer):
-        for index in range(total_steps):
-            timer.reset()
-            seconds, batch = train_step(
-                model, discriminator, optimizers, schedulers, batches, timer, args, metric_sums
-            )
-            if index < args.warmup_steps:
-                warmup_seconds.append(seconds)
-                continue
-            lengths = batch["waveform_lengths"]
-            audio_seconds = float(lengths.sum()) / config.sampling_rate
-            # share of the padded batch that is padding: compute the text / posterior encoders and flow spend on it
-            padding = 1 - float(lengths.sum()) / (lengths.numel() * batch["waveform"].shape[-1])
-            steps.append(
-                {"seconds": seconds, "audio_seconds": audio_seconds, "padding_share": padding, **timer.seconds}
-            )
-            print(f"  step {len(steps)}/{args.steps}: {seconds * 1000:.0f} ms", flush=True)
-    losses = {name: float(value) / total_steps for name, value in metric_sums.items()}
+
+def timed_steps(setup: Setup, args, config, count: int, variant=None, label: str = "") -> list[dict]:
+    """`count` training steps of `setup`; per step its seconds, audio seconds, padding share and phases."""
+    steps = []
+    for _ in range(count):
+        # the training forward's noise and segment choice, seeded per step: every variant's step N draws the same
+        torch.manual_seed(args.seed + setup.steps_done)
+        setup.steps_done += 1
+        setup.timer.reset()
+        seconds, batch = train_step(
+            setup.model,
+            setup.discriminator,
+            setup.optimizers,
+            setup.schedulers,
+            setup.batches,
+            setup.timer,
+            args,
+            setup.metric_sums,
+            variant,
+        )
+        lengths = batch["waveform_lengths"]
+        # share of the padded batch that is padding: compute the text / posterior encoders and flow spend on it
+        padding = 1 - float(lengths.sum()) / (lengths.numel() * batch["waveform"].shape[-1])
+        audio_seconds = float(lengths.sum()) / config.sampling_rate
+        steps.append(
+            {"seconds": seconds, "audio_seconds": audio_seconds, "padding_share": padding, **setup.timer.seconds}
+        )
+        print(f"  {label}step {len(steps)}/{count}: {seconds * 1000:.0f} ms", flush=True)
+    return steps
+
+
+def mean_losses(setup: Setup, steps: int) -> dict:
+    losses = {name: float(value) / steps for name, value in setup.metric_sums.items()}
     if not all(math.isfinite(value) for value in losses.values()):
         raise RuntimeError(f"Non-finite loss components during the benchmark: {losses}")
-    return summarize(args, config, model, discriminator, steps, losses, warmup_seconds)
+    return losses
+
+
+def configure_device(args) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def run(args) -> dict:
+    config = build_config(args.model_config)
+    configure_device(args)
+    setup = build_setup(args, config, build_rows(args, config))
+    if args.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(args.device)
+    with timed_alignment(setup.timer):
+        warmup_seconds = [
+            step["seconds"] for step in timed_steps(setup, args, config, args.warmup_steps, label="warm-up ")
+        ]
+        steps = timed_steps(setup, args, config, args.steps)
+    losses = mean_losses(setup, args.warmup_steps + args.steps)
+    return summarize(args, config, setup.model, setup.discriminator, steps, losses, warmup_seconds)
+
+
+def peak_memory_of(args, variant: Variant) -> float:
+    """Peak memory (MiB: the GPU's max_memory_allocated, else host peak RSS) of a separate short run of `variant`
+    with the same settings: in one process the variants' peaks could not be told apart."""
+    skip = {
+        "--compare",
+        "--rounds",
+        "--output_json",
+        "--steps",
+        "--warmup_steps",
+        "--discriminator_passes",
+        "--precision",
+    }
+    kept, dropping = [], False
+    for word in args.argv:
+        if word.startswith("--"):
+            dropping = word.split("=")[0] in skip
+            if dropping:
+                continue
+        elif dropping:
+            continue
+        kept.append(word)
+    with tempfile.TemporaryDirectory() as folder:
+        output = os.path.join(folder, "memory.json")
+        command = [sys.executable, __file__, *kept, "--steps", "1", "--warmup_steps", "1"]
+        command += ["--discriminator_passes", str(variant.passes), "--precision", variant.precision]
+        subprocess.run([*command, "--output_json", output], check=True, capture_output=True, text=True)
+        with open(output) as handle:
+            figures = json.load(handle)
+    return figures["peak_device_memory_mb"] or figures["peak_host_memory_mb"]
+
+
+def run_comparison(args) -> dict:
+    """The variants of `--compare` alternated round by round (A B A B ...) on copies of one model and one batch
+    sequence; speed as the median over rounds of the ratio of the first variant's step time to each one's."""
+    # first, while this process is small: a child's peak RSS starts from its parent's (Linux keeps it across exec)
+    print("Measuring each variant's peak memory in a short run of its own ...", flush=True)
+    memory = {str(variant): peak_memory_of(args, variant) for variant in args.compare}
+    config = build_config(args.model_config)
+    configure_device(args)
+    rows = build_rows(args, config)
+    setups = [build_setup(args, config, rows) for _ in args.compare]
+    rounds = {str(variant): [] for variant in args.compare}
+    for variant, setup in zip(args.compare, setups):
+        timed_steps(setup, args, config, args.warmup_steps, variant, label=f"{variant} warm-up ")
+    for index in range(args.rounds):
+        for variant, setup in zip(args.compare, setups):
+            label = f"round {index + 1}/{args.rounds} {variant} "
+            rounds[str(variant)].append(timed_steps(setup, args, config, args.steps, variant, label=label))
+    baseline = str(args.compare[0])
+    results = {
+        "machine": machine_description(args.device),
+        "command": "python " + " ".join([os.path.relpath(__file__, REPO_ROOT), *args.argv]),
+        "settings": {
+            name: [str(v) for v in value]
+            if name == "compare"
+            else str(value)
+            if isinstance(value, torch.device)
+            else value
+            for name, value in vars(args).items()
+            if name not in ("output_json", "argv")
+        },
+        "variants": {},
+    }
+    for variant, setup in zip(args.compare, setups):
+        name = str(variant)
+        per_round = [sum(step["seconds"] for step in steps) / len(steps) for steps in rounds[name]]
+        ratios = [
+            sum(step["seconds"] for step in base) / sum(step["seconds"] for step in own)
+            for base, own in zip(rounds[baseline], rounds[name])
+        ]
+        all_steps = [step for steps in rounds[name] for step in steps]
+        total = sum(step["seconds"] for step in all_steps)
+        results["variants"][name] = {
+            "discriminator_passes": variant.passes,
+            "precision": variant.precision,
+            "step_seconds_per_round": per_round,
+            "speedup_per_round": ratios,
+            "speedup_median": statistics.median(ratios),
+            "samples_per_second": args.batch_size * len(all_steps) / total,
+            "audio_seconds_per_second": sum(step["audio_seconds"] for step in all_steps) / total,
+            "phase_seconds": {phase: sum(step[phase] for step in all_steps) / len(all_steps) for phase in PHASES},
+            "mean_loss_components": mean_losses(setup, args.warmup_steps + args.steps * args.rounds),
+        }
+    for name, peak in memory.items():
+        results["variants"][name]["peak_memory_mb"] = peak
+    rows_out = [{"variant": name, **figures} for name, figures in results["variants"].items()]
+    print()
+    print(
+        format_table(
+            rows_out,
+            [
+                ("variant", "passes:precision", ""),
+                ("samples_per_second", "samples/s", ".2f"),
+                ("audio_seconds_per_second", "audio s/s", ".2f"),
+                ("speedup_median", f"x {baseline} (median)", ".2f"),
+                ("peak_memory_mb", "peak MiB", ".0f"),
+            ],
+        )
+    )
+    print(
+        f"\n{args.model_config} model, discriminator {args.discriminator}, batch {args.batch_size}, {args.device}, "
+        f"{args.rounds} rounds of {args.steps} steps after {args.warmup_steps} warm-up steps each"
+    )
+    return results
 
 
 def summarize(args, config, model, discriminator, steps: list[dict], losses: dict, warmup_seconds: list) -> dict:
@@ -462,7 +705,7 @@ def summarize(args, config, model, discriminator, steps: list[dict], losses: dic
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    results = run(args)
+    results = run_comparison(args) if args.compare else run(args)
     write_json(results, args.output_json)
     return results
 

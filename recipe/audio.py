@@ -50,6 +50,74 @@ WAV_HEADER_BYTES = 64 * 1024
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)
 
 
+# MPEG audio frame headers (ISO 11172-3, 13818-3): kbit/s by bitrate index, per (MPEG-1, layer); MPEG-2 and 2.5 share
+# their tables
+_MPEG_KBITS = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_KBITS[(False, 3)] = _MPEG_KBITS[(False, 2)]
+# sampling rates by rate index, per version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5)
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+# What an encoder writes into the first frame to declare the frame count: LAME / Xing ("Xing" in a VBR file, "Info"
+# in a CBR one) and Fraunhofer ("VBRI"). A file with one of them is checked against that count instead.
+_FRAME_COUNT_TAGS = (b"Xing", b"Info", b"VBRI")
+
+
+def _mpeg_frame_size(header: bytes) -> int | None:
+    """Bytes of the MPEG audio frame that the 4-byte `header` starts, or `None` when it starts none (a tag, other
+    bytes, or a free-format frame, whose size its header does not give)."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version, layer_bits = (header[1] >> 3) & 3, (header[1] >> 1) & 3
+    bitrate_index, rate_index, padding = header[2] >> 4, (header[2] >> 2) & 3, (header[2] >> 1) & 1
+    if version == 1 or layer_bits == 0 or bitrate_index in (0, 15) or rate_index == 3:
+        return None
+    layer, mpeg1 = 4 - layer_bits, version == 3
+    bitrate = _MPEG_KBITS[(mpeg1, layer)][bitrate_index] * 1000
+    rate = _MPEG_RATES[version][rate_index]
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    return (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
+
+
+def _id3v2_end(data: bytes) -> int:
+    """Where the audio starts after a leading ID3v2 tag (0 without one)."""
+    if len(data) < 10 or data[:3] != b"ID3":
+        return 0
+    size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+    return 10 + size + (10 if data[5] & 0x10 else 0)  # a footer doubles the 10 header bytes
+
+
+def mpeg_cut_inside_frame(data: bytes) -> bool:
+    """Whether an MPEG audio file (`data`, all its bytes) whose first frame declares no frame count ends inside a
+    frame: a file cut short, since encoders write whole frames.
+
+    Such a file (a CBR MP3 without a Xing / Info tag) declares no length: libsndfile estimates one from the file
+    size, which a cut file shares, so comparing decoded and declared frames cannot see the cut. Walking the frames
+    does, unless the cut falls on a frame boundary (one cut in a frame's size: 1 in 360 bytes at 80 kbit/s and
+    16 kHz, 1 in 417 at 128 kbit/s and 44.1 kHz). A walk that meets anything but a frame (an
+    ID3v1 or APE tag at the end, bytes it does not understand) stops and finds the file whole.
+    """
+    position, first = _id3v2_end(data), True
+    while position < len(data) and data[position] == 0:  # padding after the ID3v2 tag
+        position += 1
+    while position < len(data):
+        size = _mpeg_frame_size(data[position : position + 4])
+        if size is None:
+            # a cut inside the 4 header bytes of the last frame leaves its first byte
+            return len(data) - position < 4 and data[position] == 0xFF
+        if first and any(tag in data[position : position + size] for tag in _FRAME_COUNT_TAGS):
+            return False  # the count is declared: `declared_frames` is compared instead
+        if position + size > len(data):
+            return True
+        position, first = position + size, False
+    return False
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
     """A decoded file as it is: every channel at the file's own rate, and the length its header declares.
@@ -63,12 +131,15 @@ class DecodedAudio:
             other formats, what libsndfile reads from the header: an MP3's Xing / LAME frame count, or an estimate
             from the file size when it has none, which a cut file shares.
         name (`str`): how messages name the clip.
+        cut_inside_frame (`bool`, *optional*, defaults to `False`): an MP3 that declares no frame count ends inside
+            an MPEG frame: it was cut short, by how much its header cannot say (`mpeg_cut_inside_frame`).
     """
 
     samples: np.ndarray
     sampling_rate: int
     declared_frames: int | None
     name: str
+    cut_inside_frame: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -93,16 +164,16 @@ def _wav_declared_frames(header: bytes) -> int | None:
     return None
 
 
-def _file_header(source: AudioSource, readable) -> bytes:
-    """The first `WAV_HEADER_BYTES` of `source` (empty for a stream that cannot seek back)."""
+def _file_header(source: AudioSource, readable, size: int | None = WAV_HEADER_BYTES) -> bytes:
+    """The first `size` bytes of `source` (every byte for `None`; empty for a stream that cannot seek back)."""
     if isinstance(source, (bytes, bytearray)):
-        return bytes(source[:WAV_HEADER_BYTES])
+        return bytes(source[:size])
     if isinstance(readable, str):
         with open(readable, "rb") as handle:
-            return handle.read(WAV_HEADER_BYTES)
+            return handle.read(-1 if size is None else size)
     if hasattr(readable, "seekable") and readable.seekable():
         start = readable.tell()
-        header = readable.read(WAV_HEADER_BYTES)
+        header = readable.read(-1 if size is None else size)
         readable.seek(start)
         return header
     return b""
@@ -126,19 +197,28 @@ def decode_audio(source: AudioSource, name: str | None = None) -> DecodedAudio:
     """
     readable, label = _readable(source, name)
     header = _file_header(source, readable)
+    stream_start = readable.tell() if hasattr(readable, "seekable") and readable.seekable() else None
     try:
         with sf.SoundFile(readable) as handle:
             declared = int(handle.frames)
             # read() stops where the decoder stops: fewer frames than `declared` when the stream ends early
             samples = handle.read(dtype="float32", always_2d=True)
-            sampling_rate, is_wav = int(handle.samplerate), handle.format in ("WAV", "WAVEX")
+            sampling_rate, file_format = int(handle.samplerate), handle.format
     except sf.SoundFileError as error:  # LibsndfileError: unknown format, broken header or stream
         raise AudioDecodeError(f"{label}: {error}") from error
     if samples.shape[0] == 0:
         raise AudioDecodeError(f"{label}: no samples")
-    if is_wav:
+    if file_format in ("WAV", "WAVEX"):
         declared = _wav_declared_frames(header)
-    return DecodedAudio(samples=samples, sampling_rate=sampling_rate, declared_frames=declared, name=label)
+    # an MP3 is read whole for the frame walk (a 5 s clip is 40-200 KB; the walk costs well under a millisecond)
+    cut = False
+    if file_format == "MP3":
+        if stream_start is not None:  # decoding read the stream to its end
+            readable.seek(stream_start)
+        cut = mpeg_cut_inside_frame(_file_header(source, readable, None))
+    return DecodedAudio(
+        samples=samples, sampling_rate=sampling_rate, declared_frames=declared, name=label, cut_inside_frame=cut
+    )
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

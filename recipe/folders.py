@@ -89,3 +89,12 @@ def folder_written_whole(destination: str, *, overwrite: bool = False):
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def format_bytes(size: float) -> str:
+    """`size` bytes in decimal units (`1.5 GB`), as the recipe's room messages print them."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

@@ -72,10 +72,33 @@ def test_train_throughput_reports_step_breakdown(tmp_path):
     assert "samples/s" in completed.stdout
 
 
+def test_train_throughput_compares_steps_side_by_side(tmp_path):
+    output = tmp_path / "compare.json"
+    completed = run_script(
+        "train_throughput.py",
+        "--device", "cpu", "--model_config", "tiny", "--batch_size", "2", "--steps", "1", "--warmup_steps", "0",
+        "--min_seconds", "1", "--max_seconds", "1.5", "--compare", "2:fp32", "1:fp32", "--rounds", "2",
+        "--output_json", str(output),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    variants = json.loads(output.read_text())["variants"]
+    assert list(variants) == ["2:fp32", "1:fp32"]
+    assert variants["2:fp32"]["speedup_per_round"] == [1.0, 1.0]
+    for figures in variants.values():
+        assert len(figures["step_seconds_per_round"]) == 2 and figures["speedup_median"] > 0
+        assert figures["samples_per_second"] > 0 and figures["peak_memory_mb"] > 0
+    # the same weights on the same batches: one pass or two, the losses are VITS's
+    two, one = variants["2:fp32"]["mean_loss_components"], variants["1:fp32"]["mean_loss_components"]
+    assert one == pytest.approx(two, rel=1e-4)
+    assert "x 2:fp32 (median)" in completed.stdout
+
+
 def test_train_throughput_refuses_flags_that_would_do_nothing():
     completed = run_script("train_throughput.py", "--device", "cpu", "--tf32")
     assert completed.returncode != 0
     assert "--tf32" in completed.stderr
+    completed = run_script("train_throughput.py", "--device", "cpu", "--rounds", "2")
+    assert completed.returncode != 0 and "--rounds" in completed.stderr
 
 
 def test_train_throughput_names_a_missing_model_config(tmp_path):
@@ -83,3 +106,9 @@ def test_train_throughput_names_a_missing_model_config(tmp_path):
     completed = run_script("train_throughput.py", "--device", "cpu", "--model_config", str(missing), "--steps", "1")
     assert completed.returncode != 0
     assert str(missing) in completed.stderr
+
+
+def test_period_layout_checks_both_layouts_agree_and_times_them():
+    completed = run_script("period_layout.py", "--batch_size", "1", "--samples", "1024", "--pairs", "1")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "fp32: 2-D / 1-D time" in completed.stdout and "bf16: 2-D / 1-D time" in completed.stdout

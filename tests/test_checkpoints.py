@@ -13,8 +13,10 @@ import torch
 from conftest import make_tiny_config
 from trainer_helpers import tiny_trainer
 
+import recipe.folders
 import recipe.training.checkpoint_layout
 import recipe.training.checkpoints
+from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
 from recipe.training.checkpoint_layout import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 from recipe.training.checkpoints import (
     CheckpointLoadError,
@@ -170,10 +172,8 @@ def test_no_room_for_a_few_checkpoints_stops_before_the_first_step(tmp_path, mon
         trainer.train()
     # 4 steps saving every 2: checkpoints 2 and 4, plus the final model
     needed = 3 * size["checkpoint"] + size["final_model"]
-    assert f"3 checkpoint(s) of about {recipe.training.checkpoints.format_bytes(size['checkpoint'])} each" in str(
-        error.value
-    )
-    assert f"need {recipe.training.checkpoints.format_bytes(needed)}, and 2.0 MB is free" in str(error.value)
+    assert f"3 checkpoint(s) of about {recipe.folders.format_bytes(size['checkpoint'])} each" in str(error.value)
+    assert f"need {recipe.folders.format_bytes(needed)}, and 2.0 MB is free" in str(error.value)
     assert trainer.state.global_step == 0
 
 
@@ -205,3 +205,78 @@ def test_rotation_keeps_the_best_and_the_newest_checkpoint(tmp_path):
     kept = sorted(name for name in os.listdir(tmp_path) if "checkpoint" in name)
     best = os.path.basename(trainer.state.best_model_checkpoint)
     assert kept == sorted({best, "checkpoint-6"})
+
+
+# -- a checkpoint of another configuration, a crafted pickle ----------------------------------------------------------
+
+
+class _Crafted:
+    """Pickled as a call of `os.getcwd`: what a crafted file does to run code when unpickled."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_resuming_a_checkpoint_of_another_configuration_is_one_summary(saved_run, tmp_path):
+    _, source = saved_run
+    checkpoint = source / "checkpoint-2"
+    wider = make_tiny_config(hidden_size=24, ffn_dim=48)
+    trainer = tiny_trainer(wider, str(tmp_path), **COMMON)
+    saved = recipe.training.checkpoint_layout.load_weights(
+        str(checkpoint / TRAINING_STATE_DIR / TRAINING_MODEL_WEIGHTS)
+    )
+    differing = [name for name, tensor in trainer.model.state_dict().items() if saved[name].shape != tensor.shape]
+    with pytest.raises(CheckpointLoadError) as error:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 1500
+    assert message.startswith(f"Cannot resume from {checkpoint}: it holds a model of another configuration")
+    assert f"{len(differing)} of its tensors differ" in message and len(differing) > 5
+    assert f"{differing[0]} {tuple(saved[differing[0]].shape)} in the checkpoint, " in message
+    assert sum(name in message for name in differing) == 5  # the first few, then "..."
+    assert (
+        "hidden_size: 16 in the checkpoint, 24 here" in message and "ffn_dim: 32 in the checkpoint, 48 here" in message
+    )
+    assert "--model_name_or_path / --config_name" in message and "another --output_dir" in message
+    assert trainer.state.global_step == 0
+    # a discriminator of another architecture: its own summary, naming its config file and flag
+    other = VitsDiscriminator(DiscriminatorConfig(periods=[2], period_channels=[1, 4], scale_channels=[1, 4]))
+    with pytest.raises(CheckpointLoadError) as error:
+        recipe.training.checkpoint_layout.load_training_weights(str(checkpoint), saved_run[0].model, other)
+    message = str(error.value)
+    assert message.startswith(f"Cannot resume from {checkpoint}: it holds a discriminator of another configuration")
+    assert "The discriminator_config.json fields that differ: period_channels: [1, 4, 8] in the checkpoint" in message
+    assert "--discriminator_config_name" in message
+    # the same configuration finds nothing to report
+    same = tiny_trainer(make_tiny_config(), str(tmp_path), **COMMON)
+    assert recipe.training.checkpoint_layout.shape_mismatch_error(
+        str(checkpoint), saved, same.model.state_dict(), "config.json", same.model.vits.config
+    ) is None  # fmt: skip
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_named_and_refused_for_safety(saved_run, tmp_path):
+    _, source = saved_run
+    output_dir = tmp_path / "run"
+    shutil.copytree(source, output_dir)
+    checkpoint = output_dir / "checkpoint-4"
+    crafted = checkpoint / "rng_state.pth"
+    torch.save({"python": _Crafted()}, crafted)
+    assert file_problem(str(checkpoint / "rng_state.pth")).startswith(
+        "holds pickled objects other than tensors (posix.getcwd), refused for safety"
+    )
+    assert file_problem(str(checkpoint / "optimizer.pt")) is None  # a real one passes (and numpy's RNG state)
+    assert file_problem(str(output_dir / "checkpoint-2" / "rng_state.pth")) is None
+    trainer = tiny_trainer(make_tiny_config(), str(output_dir), **COMMON)
+    with pytest.raises(CheckpointLoadError) as error:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    message = str(error.value)
+    assert f"{crafted}: holds pickled objects other than tensors" in message and "trusted source" in message
+    assert "weights_only" not in message and "\n" not in message
+
+    # the loaders name the file too, when they meet one
+    torch.save({"state": _Crafted()}, checkpoint / "scheduler.pt")
+    with pytest.raises(CheckpointLoadError, match=f"^{checkpoint / 'scheduler.pt'}: holds pickled objects"):
+        recipe.training.checkpoint_layout.torch_load(str(checkpoint / "scheduler.pt"))
+    with pytest.raises(CheckpointLoadError, match=f"^{checkpoint / 'scheduler.pt'}: holds pickled objects"):
+        with recipe.training.checkpoint_layout.naming_trainer_files(str(checkpoint)):
+            torch.load(checkpoint / "scheduler.pt", weights_only=True)

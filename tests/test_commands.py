@@ -1,8 +1,10 @@
-"""One way to fail for the four commands: bad input is one line `PROG: error: MESSAGE` and exit status 2, without a
-traceback (unless `RECIPE_DEBUG=1`); a bug keeps its traceback."""
+"""One way to fail for the four commands: bad input is one line `PROG: error: MESSAGE` and exit status 2, an
+unavailable resource 3, a failed peer process 4, without a traceback (unless `RECIPE_DEBUG=1`); a bug keeps its
+traceback."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -11,7 +13,16 @@ import sys
 import pytest
 from conftest import DEMO_DIR, REPO_ROOT
 
-from recipe.errors import DEBUG_VARIABLE, ArgumentsError, InputError, run_command
+from recipe.errors import (
+    DEBUG_VARIABLE,
+    EXIT_STATUSES,
+    ArgumentsError,
+    InputError,
+    PeerFailureError,
+    UnavailableError,
+    help_epilog,
+    run_command,
+)
 
 
 def _run(*command: str) -> subprocess.CompletedProcess:
@@ -45,13 +56,18 @@ def test_run_finetune_names_a_model_it_cannot_load(tmp_path, capsys):
     flags = ["--dataset_name", str(DEMO_DIR / "kmr_ljspeech"), "--output_dir", str(tmp_path / "out")]
     assert run_finetune.cli(["--model_name_or_path", missing, *flags]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"run_finetune.py: error: --model_name_or_path {missing!r}: could not load a tokenizer")
+    assert error.startswith(f"run_finetune.py: error: --model_name_or_path {missing!r}: no such folder")
     assert error.count("\n") == 1
     assert (
         run_finetune.cli(["--model_name_or_path", missing, "--tokenizer_name", str(DEMO_DIR / "tiny_model"), *flags])
         == 2
     )
-    assert f"--model_name_or_path {missing!r}: could not load a VitsModel config" in capsys.readouterr().err
+    assert f"--model_name_or_path {missing!r}: no such folder" in capsys.readouterr().err
+    # a folder that is not a model
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    assert run_finetune.cli(["--model_name_or_path", str(not_a_model), *flags]) == 2
+    assert f"--model_name_or_path {str(not_a_model)!r}: a folder without a tokenizer" in capsys.readouterr().err
 
 
 def test_compare_names_a_missing_model(tmp_path):
@@ -138,3 +154,43 @@ def test_the_user_facing_errors_are_input_errors(error_class):
 
     module, name = error_class.rsplit(".", 1)
     assert issubclass(getattr(importlib.import_module(module), name), InputError)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "named"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/cache/features"), 3, "/data/cache/features"),
+        (OSError(errno.EACCES, "Permission denied", "/srv/out"), 3, "/srv/out"),
+        (UnavailableError("the Hub cannot be reached (huggingface.co)"), 3, "the Hub cannot be reached"),
+        (PeerFailureError("Process 1 of 2: the connection to another process broke"), 4, "Process 1 of 2"),
+    ],
+)
+def test_the_environment_and_peer_failures_have_their_own_status(error, status, named, monkeypatch, capsys):
+    def fails(argv):
+        raise error
+
+    monkeypatch.delenv(DEBUG_VARIABLE, raising=False)
+    assert run_command("prog", fails, []) == status
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("prog: error: ") and named in stderr and stderr.count("\n") == 1
+    assert status in EXIT_STATUSES and str(status) in help_epilog("prog")
+
+
+def test_an_oserror_that_is_not_the_environment_stays_a_bug(capsys):
+    def fails(argv):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        run_command("prog", fails, [])
+    assert capsys.readouterr().err == ""
+
+
+def test_an_output_folder_that_may_not_be_written_is_one_line_with_status_3(tmp_path):
+    # /sys refuses new entries to every user, root included, so the test holds wherever it runs
+    completed = _run(
+        "run_finetune.py", "configs/demo.json", "--output_dir", "/sys/recipe-test-output",
+        "--cache_dir", str(tmp_path / "cache"), "--max_steps", "1",
+    )  # fmt: skip
+    assert completed.returncode == 3, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr
+    assert "run_finetune.py: error: /sys/recipe-test-output" in completed.stderr

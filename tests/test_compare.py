@@ -91,6 +91,7 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
             "--original", models["original"],
             "--finetuned", models["finetuned"],
             "--references", str(DEMO_DIR / "kmr_ljspeech"),
+            "--references_split", "eval",
             "--asr_model", models["asr"],
             "--max_samples", "2",
             "--device", "cpu",
@@ -177,7 +178,8 @@ def test_missing_asr_model_is_named_before_synthesis(models, texts_file, tmp_pat
 def test_bad_inputs_are_named(models, tmp_path):
     with pytest.raises(ValueError, match="--texts .* or --references"):
         main(["--finetuned", models["finetuned"], "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="--finetuned .*nowhere"):
+    # a path that names no folder is said to be one, not checked against the Hub's rules for repository ids
+    with pytest.raises(FileNotFoundError, match="--finetuned '.*nowhere': no such folder"):
         main(["--finetuned", str(tmp_path / "nowhere"), "--texts", __file__, "--output_dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         main(
@@ -234,12 +236,14 @@ def test_references_featurize_the_eval_split_alone(tmp_path, monkeypatch):
     args = CompareArguments(
         finetuned="unused",
         references=str(DEMO_DIR / "kmr_ljspeech"),
+        references_split="eval",
         cache_dir=str(tmp_path / "cache"),
         output_dir=str(tmp_path / "out"),
     )
-    sentences = load_references(args, tokenizer, make_tiny_config(vocab_size=len(tokenizer)))
+    sentences, account = load_references(args, tokenizer, make_tiny_config(vocab_size=len(tokenizer)))
     # the LJSpeech folder has no eval split: its 5 % hold-out is decoded, the training clips are not
     assert 0 < len(sentences) == len(featurized) < 5
+    assert account["used"] == account["clips"] == len(sentences) and "32 clips" in account["description"]
     assert all(sentence.reference is not None and sentence.text for sentence in sentences)
     # speech recognition is scored against the sentence as the metadata writes it, not the model's normalized text
     written = {

@@ -15,7 +15,13 @@ from transformers import VitsModel, set_seed
 
 from recipe.audio import log_mel_spectrogram
 from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator
-from recipe.model.losses import L2SPReference, LossWeights, discriminator_objective, generator_objective
+from recipe.model.losses import (
+    L2SPReference,
+    LossWeights,
+    discriminate,
+    discriminator_objective,
+    generator_objective,
+)
 from recipe.model.preparation import decoder_weight_norm_layers, prepare_for_training, save_for_inference
 from recipe.model.training_forward import VitsForTraining
 from recipe.voices.folder import IMPORT_REPORT_NAME
@@ -102,7 +108,8 @@ def test_one_step_gives_every_trainable_parameter_a_finite_nonzero_gradient(conf
         for parameter in model.parameters():
             parameter.add_(1e-3)
     set_seed(0)
-    loss, components = generator_objective(model(**batch), weights, discriminator, reference, model)
+    outputs = model(**batch)
+    loss, components = generator_objective(outputs, weights, discriminate(discriminator, outputs), reference, model)
     loss.backward()
     assert set(components) == {"mel", "kl", "duration", "generator", "feature_matching", "amplitude", "l2sp"}
     no_gradient = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
@@ -132,8 +139,9 @@ def test_all_losses_finite_under_bf16_autocast():
     set_seed(0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = model(**batch)
-        loss, components = generator_objective(outputs, weights, discriminator, reference, model)
-        discriminator_loss, discriminator_components = discriminator_objective(discriminator, outputs)
+        discriminated = discriminate(discriminator, outputs)
+        loss, components = generator_objective(outputs, weights, discriminated, reference, model)
+        discriminator_loss, discriminator_components = discriminator_objective(discriminated)
     for name, value in {**components, **discriminator_components}.items():
         assert value.dtype == torch.float32 and torch.isfinite(value), name
     assert torch.isfinite(loss) and torch.isfinite(discriminator_loss)

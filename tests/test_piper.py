@@ -265,3 +265,34 @@ def test_training_checkpoint_brings_every_part_and_matches_piper(tmp_path):
         expected_scores, _, _, _ = discriminator(waveform, waveform)
         for score, expected_score in zip(scores, expected_scores):
             torch.testing.assert_close(score, expected_score.flatten(1), rtol=1e-4, atol=1e-5)
+
+
+def test_the_import_recommends_the_warm_up_command(tmp_path, capsys):
+    from recipe.piper.cli import main
+
+    output = tmp_path / "joe"
+    with pytest.raises(SystemExit) as stop:
+        main(["import", str(joe.model_path()), "--output_dir", str(output), "--no_check"])
+    assert stop.value.code == 0
+    hint = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"python -m recipe.piper warmup {output} --dataset_name DATA --output_dir {output}-warm" in hint
+    assert "run_finetune.py --warmup_untrained_parts is the slower alternative" in hint
+
+
+def test_a_missing_voice_is_one_line_and_a_bug_of_the_importer_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    import recipe.piper.importer
+    from recipe.piper.cli import main
+
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(SystemExit) as stop:
+        main(["import", str(missing), "--output_dir", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert f"python -m recipe.piper: error: {missing}: no such file" in capsys.readouterr().err
+
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug, not a refusal")
+
+    monkeypatch.setattr(recipe.piper.importer, "import_voice", buggy)
+    with pytest.raises(ValueError, match="a bug, not a refusal"):
+        main(["import", str(missing), "--output_dir", str(tmp_path / "out")])
+    assert "error:" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from trainer_helpers import tiny_trainer
 from transformers import TrainerCallback, VitsModel, VitsTokenizer, get_scheduler, pipeline
 
+from recipe.model.losses import discriminate, discriminator_objective, frozen, generator_objective
 from recipe.training.checkpoint_layout import TRAINING_MODEL_WEIGHTS, TRAINING_STATE_DIR
 from recipe.training.time_budget import steps_that_fit
 
@@ -156,34 +158,84 @@ def test_best_model_is_reloaded_at_the_end(trained):
 
 
 def test_fp16_resume_without_the_discriminator_scaler_file_is_refused(trained, tmp_path):
-    # a CPU cannot train in fp16: give the discriminator's optimizer the scaler an fp16 run has, and resume from a
-    # checkpoint saved without fp16 (no discriminator_scaler.pt)
+    # an fp16 run (fp16 runs on CPU too: recipe.training.fp16) resuming from a checkpoint saved without fp16, which
+    # has no discriminator_scaler.pt
     _, _, output_dir = trained
     checkpoint = os.path.join(output_dir, "checkpoint-2")
-    trainer = tiny_trainer(make_tiny_config(), str(tmp_path))
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), precision="fp16")
     trainer.create_optimizer_and_scheduler(num_training_steps=4)
-    trainer.discriminator_optimizer.scaler = torch.amp.GradScaler("cpu")
+    assert trainer.discriminator_update.scaler is not None
     with pytest.raises(FileNotFoundError, match="discriminator_scaler.pt is missing"):
         trainer._load_optimizer_and_scheduler(checkpoint)
 
 
-def test_generator_backward_leaves_discriminator_gradients_untouched(tmp_path):
+def _two_pass_gradients(trainer, outputs) -> dict[str, torch.Tensor]:
+    """The gradients of VITS's two passes on `outputs`, as the trainer scales them (accumulation, fp16 loss scale):
+    the generator's objective with the discriminator frozen, the discriminator's on detached audio, each scored anew."""
+    scale = 1.0 / trainer.current_gradient_accumulation_steps
+    generator = [p for p in trainer.model.parameters() if p.requires_grad]
+    discriminator = list(trainer.discriminator.parameters())
+    with frozen(trainer.discriminator), trainer.accelerator.autocast():
+        generator_loss, _ = generator_objective(
+            outputs, trainer.loss_weights, discriminate(trainer.discriminator, outputs)
+        )
+    with trainer.accelerator.autocast():
+        passes = discriminate(trainer.discriminator, outputs, detach_generated=True)
+    discriminator_loss, _ = discriminator_objective(passes)
+    generator_scaler, discriminator_scaler = trainer.accelerator.scaler, trainer.discriminator_update.scaler
+    if generator_scaler is not None:
+        generator_loss, discriminator_loss = (
+            generator_scaler.scale(generator_loss),
+            discriminator_scaler.scale(discriminator_loss),
+        )
+    gradients = torch.autograd.grad(generator_loss * scale, generator, retain_graph=True, allow_unused=True)
+    gradients += torch.autograd.grad(discriminator_loss * scale, discriminator, retain_graph=True)
+    return {id(p): g for p, g in zip(generator + discriminator, gradients) if g is not None}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"gradient_accumulation_steps": 2}, {"precision": "fp16"}],
+    ids=["fp32", "accumulation", "fp16"],
+)
+def test_one_discriminator_pass_gives_the_gradients_of_two(tmp_path, monkeypatch, overrides):
+    """Every generator and discriminator gradient of a training step equals VITS's two-pass computation."""
+    # a loss scale whose first step does not overflow in fp16 (the default 2**16 does here, and the scaler would skip
+    # it): finite gradients compare
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=1.0))
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), max_steps=1, max_grad_norm=0, **overrides)
     # an evaluation before training leaves the model in eval mode: training_step must switch it back
-    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), max_steps=2, eval_strategy="steps", eval_steps=1)
-    trainer.args.eval_on_start = True
-    seen, modes = [], []
-    original = trainer._discriminator_step
+    trainer.args.eval_on_start, trainer.args.eval_strategy, trainer.args.eval_steps = True, "steps", 1
+    expected, modes = {}, []
+    original_loss, original_step = trainer.compute_loss, trainer.discriminator_update.step
 
-    def spy(outputs):
-        # called right after the generator's backward: no discriminator gradient may exist yet
-        seen.append([parameter.grad is None for parameter in trainer.discriminator.parameters()])
-        modes.append(trainer.model.training)
-        original(outputs)
+    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, (outputs, discriminated) = original_loss(model, inputs, return_outputs=True)
+        if model.training:
+            modes.append(True)
+            for key, gradient in _two_pass_gradients(trainer, outputs).items():
+                expected[key] = expected[key] + gradient if key in expected else gradient
+        return (loss, (outputs, discriminated)) if return_outputs else loss
 
-    trainer._discriminator_step = spy
+    actual = {}
+
+    def discriminator_step(accelerator):
+        if accelerator.sync_gradients:  # both backwards done, nothing stepped yet: every gradient as accumulated
+            parameters = [*trainer.model.parameters(), *trainer.discriminator.parameters()]
+            actual.update({id(p): p.grad.clone() for p in parameters if p.grad is not None})
+        original_step(accelerator)
+
+    trainer.compute_loss, trainer.discriminator_update.step = compute_loss, discriminator_step
     trainer.train()
-    assert len(seen) == 2 and all(all(flags) for flags in seen)
-    assert modes == [True, True], "training steps run in train mode (dropout on), even after an evaluation"
+    assert len(modes) == overrides.get("gradient_accumulation_steps", 1), "every micro-batch trained in train mode"
+    names = {id(p): n for n, p in [*trainer.model.named_parameters(), *trainer.discriminator.named_parameters()]}
+    assert actual.keys() == expected.keys()
+    assert any("discriminators" in names[key] for key in actual) and any("decoder" in names[key] for key in actual)
+    for key, gradient in expected.items():
+        assert torch.isfinite(gradient).all(), names[key]
+        torch.testing.assert_close(
+            actual[key], gradient, rtol=1e-6, atol=1e-9, msg=lambda m, k=key: f"{names[k]}: {m}"
+        )
 
 
 class _StopAt(TrainerCallback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from recipe.piper.warmup import (
     WARMUP_BATCH_SIZE,
     WARMUP_LEARNING_RATE,
     WARMUP_STEPS,
+    ProgressLog,
     synthesize_targets,
     warm_up_from_own_synthesis,
 )
@@ -55,6 +57,38 @@ def test_warm_up_learns_the_posterior_and_leaves_inference_untouched():
         assert torch.equal(value, before[name]), f"{name} moved"
     assert any(not torch.equal(vits.state_dict()[n], before[n]) for n in before if n.startswith("posterior_encoder."))
     assert all(parameter.requires_grad for parameter in vits.parameters())
+
+
+def test_the_warm_up_logs_its_progress_from_the_first_text_and_the_first_step(caplog):
+    set_seed(0)
+    vits = VitsModel(make_tiny_config())
+    tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
+    with caplog.at_level(logging.INFO, logger="recipe.piper.warmup"):
+        warm_up_from_own_synthesis(vits, tokenizer, TEXTS, steps=30, learning_rate=3e-3, batch_size=3)
+    messages = caplog.messages
+    assert messages[0].startswith(f"Synthesizing {len(TEXTS)} texts")
+    assert messages[1].startswith(f"synthesized 1/{len(TEXTS)} texts | ") and " s/text, ETA " in messages[1]
+    steps = [int(re.match(r"warm-up step (\d+)/30: ", m).group(1)) for m in messages if m.startswith("warm-up step")]
+    # every one of the first steps, then every 25 steps or 30 s (`ProgressLog`, tested below), and the last
+    assert steps[:3] == [1, 2, 3] and steps[-1] == 30 and len(steps) < 10, steps
+    step_line = next(m for m in messages if m.startswith("warm-up step 1/30: "))
+    assert re.search(r"posterior loss [\d.]+, duration NLL [-\d.]+ \| [\d.]+ s/step, ETA \d+:\d\d:\d\d$", step_line)
+
+
+def test_progress_is_logged_for_the_first_items_then_every_n_items_or_seconds_and_at_the_end():
+    now = [0.0]
+    progress = ProgressLog(100, "s/step", first=3, every=25, seconds=30.0, clock=lambda: now[0])
+    logged = []
+    for done in range(1, 101):
+        now[0] += 1.0 if done < 60 else 10.0  # steps slow down after the 60th: the 30 s interval takes over
+        if progress.due(done):
+            logged.append(done)
+    # 28, 53: 25 steps apart; from the 62nd (36 s after the 53rd), every 30 s: 3 steps; the 100th is the last
+    assert logged == [1, 2, 3, 28, 53, *range(62, 99, 3), 100]
+    now[0] = 0.0
+    progress = ProgressLog(100, "s/step", clock=lambda: now[0])
+    now[0] = 20.0
+    assert progress.rate_and_eta(10) == "2.00 s/step, ETA 0:03:00"
 
 
 def test_a_warm_up_that_does_not_lower_the_posterior_loss_is_an_error():

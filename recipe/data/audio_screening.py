@@ -13,9 +13,14 @@ Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damage
 - `truncated`: the decoder stops more than `truncation_tolerance` (5%) of the frames short of what the header
   declares. Whole files decode to exactly their declared length (every bundled and generated clip: WAV, FLAC, OGG,
   MP3); cut to half its bytes, a WAV decodes to 0.499-0.500 of it, a 48 kHz MP3 with a frame count to 0.485-0.490.
-  A cut FLAC does not decode (`decode_error`). A cut OGG (its length is read from the last page present) and a cut MP3
-  whose header holds no frame count (CBR without a Xing / Info tag: its length is estimated from its size) declare
-  what is left of them: such a cut is not seen.
+  A cut FLAC does not decode (`decode_error`). A cut OGG (its length is read from the last page present) declares
+  what is left of it: such a cut is not seen. Nor can the length tell for an MP3 whose header holds no frame count
+  (CBR without a Xing / Info tag: libsndfile estimates its length from its size, which a cut file shares; cut to
+  half, a 16 kHz one declares 40608 frames and decodes 40320); but encoders write whole MPEG frames, so such a file
+  that ends inside a frame is `truncated` (`recipe.audio.mpeg_cut_inside_frame`), however much is missing. Of 300
+  random cuts (10-99.9% kept) of each of 16 generated MP3s (16-48 kHz) stripped of their tag, 288-300 end inside a
+  frame; the others fall on a frame boundary and are not seen. No whole file, with or without ID3v1 / ID3v2 tags,
+  was flagged.
 - `non_finite_audio`: a NaN or infinite sample (float WAV / FLAC files can hold them): one NaN turns the loss NaN.
 - `silent`: no 50 ms frame of the mono signal is louder than `silence_threshold_db` (-50 dBFS RMS). The bundled
   clips' loudest frames are at -16.5 to -10.4 dBFS: 33.5 dB above it.
@@ -84,6 +89,9 @@ def broken_reason(decoded: DecodedAudio, screening: AudioScreening) -> str:
     """`"truncated"` or `"non_finite_audio"` for a damaged file, `""` when it is whole."""
     declared = decoded.declared_frames
     if declared and decoded.num_frames < (1 - screening.truncation_tolerance) * declared:
+        return "truncated"
+    # an MP3 without a frame count cut inside a frame: how much is missing is unknown, so any such cut counts
+    if decoded.cut_inside_frame and screening.truncation_tolerance < 1:
         return "truncated"
     if not np.isfinite(decoded.samples).all():
         return "non_finite_audio"

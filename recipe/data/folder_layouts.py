@@ -43,16 +43,20 @@ def is_common_voice_folder(dataset_name: str) -> bool:
 
 
 def is_ljspeech_folder(dataset_name: str) -> bool:
-    """A folder with a `wavs/` folder and a `metadata.csv` whose first line is `|`-separated."""
+    """A folder with a `wavs/` folder and a `metadata.csv` whose first line is `|`-separated or, at least, not an
+    audiofolder's header (which names a `file_name` column)."""
     if not os.path.isdir(dataset_name):
         return False
     names = set(os.listdir(dataset_name))
     if "metadata.csv" not in names or "wavs" not in names:
         return False
-    # An audiofolder also has a metadata.csv, but comma-separated with a file_name header, and no wavs/ folder.
-    # Bytes: the encoding is checked, with the line it fails on, when the file is read (`read_metadata_text`).
+    # An audiofolder also has a metadata.csv, but comma-separated with a file_name header. A first line that is
+    # neither is a broken LJSpeech line: `load_ljspeech` names it, where the audiofolder reader would only say that
+    # the file_name column is missing. Bytes: the encoding is checked, with the line it fails on, when the file is
+    # read (`read_metadata_text`).
     with open(os.path.join(dataset_name, "metadata.csv"), "rb") as handle:
-        return b"|" in handle.readline()
+        first_line = handle.readline()
+    return b"|" in first_line or b"file_name" not in first_line
 
 
 def _refuse_folder_options(folder: str, options: LoadOptions, layout: str) -> None:
@@ -131,6 +135,35 @@ def load_common_voice(folder: str, options: LoadOptions) -> Source:
     )
 
 
+# How much of a metadata line an error message quotes.
+QUOTED_LINE_CHARACTERS = 80
+
+
+def _quoted(line: str) -> str:
+    """`line` as an error message quotes it: shortened to `QUOTED_LINE_CHARACTERS`, in quotes."""
+    if len(line) > QUOTED_LINE_CHARACTERS:
+        line = line[: QUOTED_LINE_CHARACTERS - 3] + "..."
+    return repr(line)
+
+
+def _ljspeech_line_error(metadata: str, line_number: int, line: str) -> DataError:
+    """The error for a `metadata.csv` line that is not `id|text` or `id|text|normalized_text`."""
+    fields = line.split("|")
+    if len(fields) == 1:
+        problem = "no '|' between the clip id and its text"
+    elif not fields[0]:
+        problem = "no clip id before the first '|'"
+    else:
+        problem = f"{len(fields)} '|'-separated fields"
+    hint = ""
+    if line_number == 1 and len(fields) == 1:
+        hint = " (an audiofolder's metadata.csv starts with a comma-separated header naming a file_name column)"
+    return DataError(
+        f"{metadata}:{line_number}: {problem} in {_quoted(line)}; each line of an LJSpeech metadata.csv is "
+        f"'id|text' or 'id|text|normalized_text', the id naming wavs/<id>.wav{hint}"
+    )
+
+
 def load_ljspeech(folder: str, options: LoadOptions) -> Source:
     """An LJSpeech-style folder: `metadata.csv` (`id|text[|normalized_text]`) and `wavs/<id>.wav`; one speaker.
 
@@ -147,7 +180,7 @@ def load_ljspeech(folder: str, options: LoadOptions) -> Source:
             continue
         fields = line.split("|")
         if len(fields) not in (2, 3) or not fields[0]:
-            raise DataError(f"{metadata}:{line_number}: expected 'id|text' or 'id|text|normalized_text', got {line!r}")
+            raise _ljspeech_line_error(metadata, line_number, line)
         ids.append(fields[0])
         texts.append(fields[2] if len(fields) == 3 and fields[2] else fields[1])
     if not ids:

@@ -5,6 +5,10 @@ The audio column is cast to `Audio(decode=False)`: clips are decoded by `recipe.
 the path-string `audio` column). The source's fingerprint is the `datasets` fingerprint of its splits, and for a local
 dataset also the size and mtime of every audio file its rows name (`_files_fingerprint`), so that an edited, replaced
 or deleted clip means new features.
+
+A Hub id is checked before `datasets` is asked for it (`recipe.hub_access.check_hub_name`): with no network it fails
+at once with one line naming `--dataset_name`, and with `HF_HUB_OFFLINE` set a dataset that is not in the cache is
+named as such (`_offline_miss`), instead of `datasets`' retries and raw `ConnectionError`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 
 import datasets
 import pyarrow.compute as pc
+from datasets.naming import camelcase_to_snakecase
 
 from recipe.data.source import (
     DataError,
@@ -24,6 +29,8 @@ from recipe.data.source import (
     refuse_outside_audio,
     resolve_audio_path,
 )
+from recipe.errors import InputError, UnavailableError
+from recipe.hub_access import check_hub_name, in_hub_cache, offline_miss
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,8 @@ HUB = "hub"
 # Split names that count as a held-out evaluation split when `--eval_split_name` is not given, in order of preference.
 EVAL_SPLIT_CANDIDATES = ("validation", "dev", "valid", "eval")
 AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+# the flag a dataset's name comes from, for the messages
+DATASET_FLAG = "--dataset_name"
 
 
 def _local_root(dataset_name: str) -> str | None:
@@ -56,10 +65,31 @@ def _open_hub_dataset(
         refuse_config_name(config_name, dataset_name, "a parquet file")
         loaded = datasets.load_dataset("parquet", data_files=dataset_name, cache_dir=cache_dir)
     else:
-        loaded = datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir, token=token)
+        check_hub_name(dataset_name, DATASET_FLAG, "dataset", cache=_datasets_cache(cache_dir))
+        try:
+            loaded = datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir, token=token)
+        except OSError as error:  # offline: ConnectionError (OfflineModeIsEnabled), or a DatasetNotFoundError
+            offline = _offline_miss(dataset_name, cache_dir)
+            if offline is not None:
+                raise offline from error
+            raise
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
+
+
+def _datasets_cache(cache_dir: str | None) -> str:
+    return os.path.expanduser(str(cache_dir or datasets.config.HF_DATASETS_CACHE))
+
+
+def _offline_miss(dataset_name: str, cache_dir: str | None) -> UnavailableError | None:
+    """The `UnavailableError` of a Hub dataset that is not cached while offline, else `None` (`offline_miss`): in
+    `datasets`' cache (`<cache>/<owner>___<name>`, as `datasets` names a loaded Hub dataset) or the Hub's."""
+    cache = _datasets_cache(cache_dir)
+    owner_and_name = dataset_name.split("/")
+    owner_and_name[-1] = camelcase_to_snakecase(owner_and_name[-1])
+    cached = os.path.isdir(os.path.join(cache, "___".join(owner_and_name))) or in_hub_cache(dataset_name, "dataset")
+    return offline_miss(dataset_name, DATASET_FLAG, "dataset", cached=cached, cache=cache)
 
 
 def _audiofolder_metadata(folder: str) -> dict[str, str]:
@@ -168,6 +198,8 @@ def load_hub(dataset_name: str, options: LoadOptions) -> Source:
             loaded = _load_audiofolder(metadata_files, dataset_name, options.cache_dir)
         else:
             loaded = _open_hub_dataset(dataset_name, options.config_name, options.cache_dir, options.token)
+    except InputError:
+        raise  # its own message names the dataset and the flag (a path that is not there, the Hub unavailable)
     except FileNotFoundError as error:
         raise DataError(f"Cannot open dataset {dataset_name!r}: {error}") from error
     splits = {}

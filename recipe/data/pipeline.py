@@ -8,7 +8,8 @@ Steps, for the training split and the eval split (or the one of them a caller as
 1. open the source (`recipe.data.sources`, the registry of dataset layouts): a Hub / saved / parquet / audiofolder
    dataset, a Common Voice folder or an LJSpeech folder;
 2. pick the speaker(s) (`--speaker_id ID` or `top`) and the eval split (the source's dev split, else a fixed
-   `--eval_fraction` of the selected training clips; `recipe.data.splits`);
+   `--eval_fraction` of the selected training clips; `recipe.data.splits`), or, for a caller that asks for one
+   split whole (`whole_split=`, `python -m recipe.compare --references_split`), that split with nothing held out;
 3. normalize and tokenize every text (`recipe.data.text_pass`, in a first `datasets.map`) and stop before any audio is
    decoded when more than `--max_text_not_in_vocabulary_fraction` of a split loses letters or digits to the vocabulary
    (`recipe.data.text_screening`);
@@ -36,9 +37,11 @@ Caching it (513 float32 per frame) would multiply the disk the cache takes to sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
+from collections.abc import Callable
 
 import datasets
 
@@ -48,7 +51,7 @@ from recipe.data.features import DROP_REASONS, FeatureSettings
 from recipe.data.report import REPORT_NAME, check_report, format_report, text_loss_bound, write_report
 from recipe.data.source import DataError, Source
 from recipe.data.sources import load_source_from_args
-from recipe.data.splits import SPLITS, choose_splits, requested_splits, speaker_names
+from recipe.data.splits import SPLITS, choose_splits, requested_splits, speaker_names, whole_split
 from recipe.data.text_pass import check_text_loss, encode_split
 
 __all__ = ["DROP_REASONS", "DataError", "format_report", "prepare_datasets"]
@@ -62,17 +65,28 @@ def _is_main_process() -> bool:
 
 
 def _build_features(
-    source: Source, data_args, tokenizer, spectrogram: SpectrogramConfig, cache_path: str, splits: tuple[str, ...]
+    source: Source,
+    data_args,
+    tokenizer,
+    spectrogram: SpectrogramConfig,
+    cache_path: str,
+    splits: tuple[str, ...],
+    whole: str | None = None,
 ) -> dict:
     """Featurize `splits` and save them (with their report) at `cache_path`. Returns the report.
 
     The training split is read (for the speaker choice and the eval hold-out) even when only `"eval"` is asked for,
-    so that the eval clips are the ones a training run on the same arguments holds out. Every requested split's texts
-    are encoded and checked (`check_text_loss`) before any audio is decoded.
+    so that the eval clips are the ones a training run on the same arguments holds out; with `whole` (a split name or
+    `ALL_CLIPS`) the eval split is that split whole instead, and no training split is read. Every requested split's
+    texts are encoded and checked (`check_text_loss`) before any audio is decoded.
     """
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
     settings = FeatureSettings.for_source(source, data_args, spectrogram, single_thread=num_proc is not None)
-    train, eval_split, selected, overlap_removed = choose_splits(source, data_args, settings, num_proc)
+    if whole is None:
+        train, eval_split, selected, overlap_removed = choose_splits(source, data_args, settings, num_proc)
+    else:
+        eval_split, selected = whole_split(source, whole, data_args, settings, num_proc)
+        train, overlap_removed = eval_split, 0
     settings = dataclasses.replace(
         settings, selected_speakers=selected, speaker_names=speaker_names(source, [train, eval_split], selected)
     )
@@ -121,6 +135,9 @@ def prepare_datasets(
     splits: tuple[str, ...] = SPLITS,
     token: str | None = None,
     is_main_process: bool | None = None,
+    whole_split: str | None = None,
+    source: Source | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Training and eval features for `model_config`, from the Arrow cache when a previous run built them.
 
@@ -136,6 +153,16 @@ def prepare_datasets(
         is_main_process (`bool`, *optional*): whether this process may delete and rebuild the cache for
             `--overwrite_cache`; defaults to "not a non-zero `RANK`". The other ranks of a distributed run, which
             run after the main one (`main_process_first`), reuse the cache it has just rebuilt.
+        whole_split (`str`, *optional*): with `splits=("eval",)`, the eval split is this split of the source whole
+            (`"all"`: every clip of every split, each once), capped to its first `--max_eval_samples` clips before
+            any is decoded, instead of the eval split training holds out; no training split is read. For
+            recordings that are all meant for evaluation (`python -m recipe.compare --references_split`). Part of
+            the cache key.
+        source (`Source`, *optional*): the source of `data_args`, when the caller has already opened it
+            (`recipe.data.sources.load_source_from_args`).
+        check (`Callable[[dict], None]`, *optional*): checks the report instead of `check_report` (a caller that
+            skips broken clips rather than stopping on them); it is called before the features are returned, and
+            also when a split came out empty, which still raises a `DataError` if `check` does not.
 
     Returns:
         `tuple(datasets.DatasetDict, dict)`: the requested splits (`"train"`, `"eval"`) with the cached columns (see
@@ -149,14 +176,28 @@ def prepare_datasets(
         `--max_text_not_in_vocabulary_fraction` of a split's clips whose text loses letters or digits (raised before
         any audio is decoded, with no report); more than `--max_bad_fraction` broken clips in a split; or a split
         that filtering leaves empty. Except where said, the report is written before the error is raised.
-        `ValueError`: `splits` names something other than `"train"` / `"eval"`.
+        `ValueError`: `splits` names something other than `"train"` / `"eval"`, or `whole_split` comes with a
+        training split.
     """
     splits = requested_splits(splits)
+    if whole_split is not None and splits != ("eval",):
+        raise ValueError(f"whole_split gives the eval split alone: pass splits=('eval',), not {splits}")
     if is_main_process is None:
         is_main_process = _is_main_process()
+    if check is None:
+        check = functools.partial(
+            check_report,
+            max_bad_fraction=data_args.max_bad_fraction,
+            max_text_loss_fraction=text_loss_bound(data_args),
+        )
     spectrogram = SpectrogramConfig.from_model_config(model_config)
-    source = load_source_from_args(data_args, token=token)
-    cache_path = feature_cache_path(data_args, feature_cache_key(source, data_args, tokenizer, spectrogram, splits))
+    if source is None:
+        source = load_source_from_args(data_args, token=token)
+    # a whole split and its cap make other features than the hold-out of the same arguments
+    key_splits = splits if whole_split is None else (*splits, f"whole:{whole_split}:{data_args.max_eval_samples}")
+    cache_path = feature_cache_path(
+        data_args, feature_cache_key(source, data_args, tokenizer, spectrogram, key_splits)
+    )
     if data_args.overwrite_cache and os.path.isdir(cache_path):
         if is_main_process:
             shutil.rmtree(cache_path)
@@ -167,10 +208,10 @@ def prepare_datasets(
     else:
         logger.info("Preprocessing %s into %s", data_args.dataset_name, cache_path)
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        report = _build_features(source, data_args, tokenizer, spectrogram, cache_path, splits)
+        report = _build_features(source, data_args, tokenizer, spectrogram, cache_path, splits, whole_split)
         if not os.path.isdir(cache_path):  # a split came out empty: report it and stop
             write_report(report, output_dir)
-            check_report(report, data_args.max_bad_fraction, text_loss_bound(data_args))
+            check(report)
             raise DataError(f"No features were saved for {data_args.dataset_name}; see {output_dir}/{REPORT_NAME}")
     features, report = load_feature_cache(cache_path)
 
@@ -179,5 +220,5 @@ def prepare_datasets(
         {name: _apply_cap(features[name], limits[name], report[name], spectrogram.sampling_rate) for name in splits}
     )
     write_report(report, output_dir)
-    check_report(report, data_args.max_bad_fraction, text_loss_bound(data_args))
+    check(report)
     return features, report

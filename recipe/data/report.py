@@ -15,6 +15,7 @@ of a split is broken, more than `--max_text_not_in_vocabulary_fraction` loses le
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 
@@ -35,8 +36,11 @@ MAX_UROMAN_EXAMPLES = 5
 BAD_REASON_ADVICE = {
     "path_outside_dataset": "a saved dataset or parquet file whose audio column names files elsewhere needs "
     "--allow_audio_outside_dataset; a Common Voice / LJSpeech / audiofolder layout must hold its clips",
-    "truncated": "the files are shorter than their headers declare (an interrupted download or copy): fetch them again",
+    "truncated": "the files are shorter than their headers declare, or (an MP3 without a frame count) end inside an "
+    "MPEG frame: an interrupted download or copy; fetch them again",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def _uroman_examples(columns: dict, kept: list[int]) -> list[dict]:
@@ -152,11 +156,12 @@ def check_report(report: dict, max_bad_fraction: float, max_text_loss_fraction: 
 
 
 def write_report(report: dict, output_dir: str) -> None:
-    """`<output_dir>/data_report.json`, and the same summary on stdout."""
+    """`<output_dir>/data_report.json`, and the same summary as an INFO line (shown by the main process only: under
+    several processes each one prepares, and one copy of the report is enough)."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, REPORT_NAME), "w", encoding="utf-8") as handle:
         json.dump(report, handle, ensure_ascii=False, indent=2)
-    print(format_report(report))
+    logger.info(format_report(report))
 
 
 def format_report(report: dict) -> str:

@@ -13,6 +13,7 @@ how `--dataset_format auto` recognizes it, and its loader. The dispatch (`load_s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ from recipe.data.folder_layouts import (
 )
 from recipe.data.hub_layout import HUB, load_hub
 from recipe.data.source import DataError, LoadOptions, Source
+from recipe.errors import MissingInputError
+from recipe.hub_access import looks_like_path as hub_looks_like_path
+from recipe.hub_access import plainly_a_path
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +101,29 @@ def detect_format(dataset_name: str) -> str:
     return (detected or FALLBACK_LAYOUT).name
 
 
+def looks_like_path(dataset_name: str, dataset_format: str = AUTO) -> bool:
+    """Whether `dataset_name` is meant as a local path, not a Hub dataset id (`recipe.hub_access.looks_like_path`);
+    with `--dataset_format hub` only when it is plainly one (it starts with `.`, `/` or `~`, or ends with a
+    separator)."""
+    return plainly_a_path(dataset_name) if dataset_format == HUB else hub_looks_like_path(dataset_name)
+
+
+def check_local_path(dataset_name: str, dataset_format: str = AUTO) -> None:
+    """Raises `MissingInputError` when `dataset_name` looks like a path (`looks_like_path`) that does not exist, where
+    the Hub would only answer that it has no such dataset."""
+    if not looks_like_path(dataset_name, dataset_format) or os.path.exists(os.path.expanduser(dataset_name)):
+        return
+    absolute = os.path.abspath(os.path.expanduser(dataset_name))
+    existing = os.path.dirname(absolute)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    hub = "" if plainly_a_path(dataset_name) else "; for the Hub dataset of that id, add --dataset_format hub"
+    raise MissingInputError(
+        f"{dataset_name}: no such folder ({absolute} does not exist; the nearest folder that does is {existing}). "
+        f"Check the path given as --dataset_name (or --replay_dataset_name){hub}."
+    )
+
+
 def load_source(
     dataset_name: str,
     dataset_format: str = AUTO,
@@ -109,7 +136,8 @@ def load_source(
     token: str | None = None,
     allow_audio_outside_dataset: bool = False,
 ) -> Source:
-    """Open `dataset_name` in the given (or detected) layout. Raises `DataError` for a wrong path or column.
+    """Open `dataset_name` in the given (or detected) layout. Raises `MissingInputError` for a path that does not
+    exist (`check_local_path`), `DataError` for a wrong layout, split or column.
 
     `token` (a Hub token, `--token`) is passed to `datasets.load_dataset` for private Hub datasets. A
     `dataset_config_name` is refused (`DataError`) for a layout that has no configurations: a Common Voice or
@@ -120,6 +148,7 @@ def load_source(
     if not dataset_name:
         raise DataError("--dataset_name is required")
     check_dataset_format("--dataset_format", dataset_format)
+    check_local_path(dataset_name, dataset_format)
     if dataset_format == AUTO:
         dataset_format = detect_format(dataset_name)
         logger.info("Detected dataset format %r for %s", dataset_format, dataset_name)

@@ -3,11 +3,14 @@
     splits = requested_splits(("eval",))
     train, eval_split, selected, overlap_removed = choose_splits(source, data_args, settings, num_proc)
     names = speaker_names(source, [train, eval_split], selected)
+    split, selected = whole_split(source, "all", data_args, settings, num_proc)   # one split (or every clip) whole
 
 Runs in the main process, before any clip is featurized. `--speaker_id ID` keeps one speaker, `--speaker_id top`
 the one with the most audio (measured from the file headers, without decoding). The eval split is the source's dev
 split (`--eval_split_name`, else the source's own), with the training clips it also holds removed, else a fixed-seed
-`--eval_fraction` of the selected training clips: the same data always gives the same split.
+`--eval_fraction` of the selected training clips: the same data always gives the same split. `whole_split` gives
+a split with nothing held out, for recordings that are all meant for evaluation (`python -m recipe.compare
+--references_split`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
 # Seed of the permutation that picks the --eval_fraction hold-out: the same data always gives the same split.
 EVAL_HOLDOUT_SEED = 1234
+# The name `whole_split` takes for every clip of every split of a source.
+ALL_CLIPS = "all"
 
 
 def requested_splits(splits) -> tuple[str, ...]:
@@ -41,7 +46,7 @@ def requested_splits(splits) -> tuple[str, ...]:
     return tuple(name for name in SPLITS if name in splits)
 
 
-def _probe_seconds(audio, settings: FeatureSettings) -> float | None:
+def probe_seconds(audio, settings: FeatureSettings) -> float | None:
     """Duration from the file header (no decoding); None for a clip that is missing, undecodable or outside the
     dataset (`featurize` gives it its drop reason later)."""
     if isinstance(audio, dict) and audio.get("bytes") is not None:
@@ -60,7 +65,7 @@ def _probe_seconds(audio, settings: FeatureSettings) -> float | None:
 
 def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings, num_proc: int | None) -> str:
     probed = split.map(
-        lambda audio, speaker: {"seconds": _probe_seconds(audio, settings), "speaker_key": str(speaker)},
+        lambda audio, speaker: {"seconds": probe_seconds(audio, settings), "speaker_key": str(speaker)},
         input_columns=[settings.audio_column, settings.speaker_column],
         remove_columns=split.column_names,
         features=datasets.Features({"seconds": datasets.Value("float64"), "speaker_key": datasets.Value("string")}),
@@ -93,9 +98,16 @@ def _select_speakers(
     if data_args.speaker_id is None:
         return None
     if source.speaker_column is None:
+        # an LJSpeech folder has no other column; a Hub / audiofolder dataset may have one that names speakers
+        others = [name for name in train.column_names if name not in (source.audio_column, source.text_column)]
+        hint = (
+            f"; if one of its columns {others} holds speaker ids, name it with --speaker_id_column_name"
+            if others
+            else ""
+        )
         raise DataError(
-            f"--speaker_id {data_args.speaker_id!r} needs speaker ids: set --speaker_id_column_name to one of "
-            f"{train.column_names}"
+            f"--speaker_id {data_args.speaker_id!r}: {data_args.dataset_name} has no speaker column, so all of it is "
+            f"one speaker's: leave --speaker_id out to use every clip{hint}"
         )
     if data_args.speaker_id == "top":
         chosen = _speaker_with_most_audio(train, settings, num_proc)
@@ -152,6 +164,53 @@ def choose_splits(
         candidates = [i for i, speaker in enumerate(speakers) if speaker in selected]
     held, rest = _hold_out(train, data_args.eval_fraction, candidates)
     return train.select(rest), train.select(held), selected, overlap_removed
+
+
+def whole_split(
+    source: Source, name: str, data_args, settings_without_speakers: FeatureSettings, num_proc: int | None
+) -> tuple[datasets.Dataset, tuple[str, ...] | None]:
+    """Split `name` of `source` whole, nothing held out (with `ALL_CLIPS`, every clip of every split), capped to its
+    first `--max_eval_samples` clips before anything is decoded, and the selected speakers (`None`: all).
+
+    Raises:
+        `DataError`: no such split (the message names the real ones), or splits that `ALL_CLIPS` cannot join.
+    """
+    if name == ALL_CLIPS:
+        split = every_clip(source)
+    elif name in source.splits:
+        split = source.splits[name]
+    else:
+        raise DataError(
+            f"{data_args.dataset_name} has no split {name!r}; its splits are {sorted(source.splits)} (or "
+            f"{ALL_CLIPS!r} for every clip)"
+        )
+    selected = _select_speakers(source, split, data_args, settings_without_speakers, num_proc)
+    limit = data_args.max_eval_samples
+    if limit is not None and limit < len(split):
+        split = split.select(range(limit))
+    return split, selected
+
+
+def every_clip(source: Source) -> datasets.Dataset:
+    """Every split of `source` in one, each clip once: Common Voice's validated.tsv also lists the clips of
+    train.tsv, dev.tsv and test.tsv."""
+    columns = [c for c in (source.audio_column, source.text_column, source.speaker_column) if c is not None]
+    parts = [split.select_columns(columns) for split in source.splits.values()]
+    try:
+        joined = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    except ValueError as error:  # the splits' columns have different types
+        raise DataError(
+            f"Cannot join the splits {sorted(source.splits)} into one ({error}): name one of them instead of "
+            f"{ALL_CLIPS!r}"
+        ) from error
+    if not isinstance(joined.features[source.audio_column], datasets.Value):
+        return joined  # encoded audio (Hub datasets): splits do not share clips
+    seen, keep = set(), []
+    for index, entry in enumerate(joined[source.audio_column]):
+        if entry not in seen:
+            seen.add(entry)
+            keep.append(index)
+    return joined if len(keep) == len(joined) else joined.select(keep)
 
 
 def speaker_names(source: Source, splits: list[datasets.Dataset], selected: tuple[str, ...] | None) -> tuple[str, ...]:

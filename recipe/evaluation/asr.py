@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recipe.errors import InputError
+from recipe.errors import InputError, MissingInputError
+from recipe.hub_access import check_before_loading
 
 
 class AsrUnavailableError(InputError, RuntimeError):
@@ -50,9 +51,15 @@ def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
     model run by faster-whisper.
 
     Raises:
-        `AsrUnavailableError` naming the model when it cannot be found or loaded, or the missing package.
+        `AsrUnavailableError` naming the model when it cannot be found (a path that does not exist) or loaded, or
+        the missing package; `UnavailableError` for a Hub id while the Hub is unreachable or, offline, not in the
+        cache (`recipe.hub_access.check_before_loading`).
     """
     _require_jiwer()
+    try:
+        check_before_loading(model_name_or_path, "--asr_model")
+    except MissingInputError as error:
+        raise AsrUnavailableError(str(error)) from error
     if is_ctranslate2_whisper(model_name_or_path):
         try:
             from faster_whisper import WhisperModel

@@ -1,16 +1,23 @@
 """Did fine-tuning help? Synthesize the same sentences with the original and the fine-tuned model and compare.
 
     python -m recipe.compare --original facebook/mms-tts-kmr-script_latin --finetuned output/ \\
-        --references demo/kmr_ljspeech --asr_model facebook/mms-1b-all --output_dir comparison
+        --references demo/kmr_ljspeech --references_split eval --asr_model facebook/mms-1b-all --output_dir comparison
 
 Per model and sentence: the WAV, amplitude and silence figures, generation time and real-time factor; with
-`--references` (a dataset source as `--dataset_name` takes it; its eval split gives the texts and recordings):
-MCD-DTW and duration ratio against the recording; with `--asr_model`: CER and WER of a speech recognizer's
-transcription against the sentence as written (lowercased and without punctuation for scoring, but never romanized:
-a recognizer answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
+`--references` (a dataset source as `--dataset_name` takes it, whose clips give the texts and recordings): MCD-DTW
+and duration ratio against the recording; with `--asr_model`: CER and WER of a speech recognizer's transcription
+against the sentence as written (lowercased and without punctuation for scoring, but never romanized: a recognizer
+answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
 (`reference/*.wav`), `plots/*.png` and `report.html` into `--output_dir`, prints the verdict lines, and exits with
 status 1 when a verdict fails, so that a pipeline can gate on it; with status 2 and one line
 `python -m recipe.compare: error: MESSAGE` for bad input (`recipe.errors.run_command`).
+
+`--references_split` chooses the recordings (`recipe.evaluation.references`): `eval`, the eval split training holds
+out (as above, of the training folder itself); `all`, every clip; or a split name. The default is the source's own
+eval split when it declares one (dev / validation), else `all`: a folder without one is taken for a folder of
+held-out recordings, meant to be used whole. A damaged or unusable reference clip is skipped and listed (file and
+reason) in `comparison.json`, the report and the printed "N of M used" line; only references of which no clip is
+usable stop the comparison.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import torch
 from transformers import HfArgumentParser
 
 from recipe.audio import SpectrogramConfig, resample
-from recipe.errors import ArgumentsError, MissingInputError, RaisesArgumentsError, help_epilog
+from recipe.errors import ArgumentsError, InputError, MissingInputError, RaisesArgumentsError, help_epilog
 from recipe.evaluation.asr import error_rates, load_asr, transcribe
 from recipe.evaluation.metrics import amplitude_stats, amplitude_status, duration_ratio, mel_cepstral_distortion
+from recipe.evaluation.references import Sentence, format_account, load_references
 from recipe.evaluation.report import plot_sentence, write_html_report
 from recipe.voices.synthesis import synthesize
 
@@ -61,7 +69,13 @@ class CompareArguments:
     )
     references_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (e.g. 'kmr')."})
     references_split: str | None = field(
-        default=None, metadata={"help": "Split of --references to use; default: its eval split (as in training)."}
+        default=None,
+        metadata={
+            "help": "Which clips of --references: 'eval' (the eval split training holds out: the source's dev "
+            "split, else 5%% of its training split), 'all' (every clip) or a split name. Default: the source's own "
+            "eval split when it declares one, else 'all', since a folder of held-out recordings is meant to be "
+            "used whole."
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where the reference features are cached (as --cache_dir of training)."}
@@ -105,24 +119,6 @@ class CompareArguments:
             )
 
 
-@dataclass
-class Sentence:
-    """One sentence to synthesize; `reference` is its recording at the fine-tuned model's rate, when there is one.
-
-    `text` is what the model reads (normalized; romanized for an `is_uroman` tokenizer), `raw_text` the sentence as
-    written, in its own script: the CER / WER reference, since a speech recognizer answers in that script.
-    """
-
-    text: str
-    reference: np.ndarray | None = None
-    raw_text: str | None = None
-
-    @property
-    def scoring_text(self) -> str:
-        """The text a transcription is scored against: `raw_text` when known, else the model's `text`."""
-        return self.text if self.raw_text is None else self.raw_text
-
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,12 +126,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_tts(name_or_path: str, device: torch.device, role: str):
-    """A `VitsModel` in eval mode on `device` and its tokenizer; the error names the flag and the path."""
+    """A `VitsModel` in eval mode on `device` and its tokenizer; the error names the flag and the path.
+
+    Raises:
+        `MissingInputError`: a value that looks like a path names no folder (`recipe.hub_access`: saying so beats
+            relaying the Hub's rules for repository ids); `UnavailableError`: a Hub id with the Hub unreachable;
+            `ArgumentsError`: nothing loadable there.
+    """
     from recipe.voices import load_tokenizer, load_voice
 
+    flag = f"--{role}"
     try:
-        model = load_voice(name_or_path)
-        tokenizer = load_tokenizer(name_or_path)
+        model = load_voice(name_or_path, flag=flag)
+        tokenizer = load_tokenizer(name_or_path, flag=flag)
+    except InputError:
+        raise
     except (OSError, ValueError) as error:
         raise ArgumentsError(
             f"--{role} {name_or_path!r}: could not load a VitsModel and its tokenizer from it: {error}"
@@ -152,36 +157,6 @@ def read_texts(path: str) -> list[str]:
     if not texts:
         raise ArgumentsError(f"--texts {path} holds no sentence")
     return texts
-
-
-def load_references(args: CompareArguments, tokenizer, model_config) -> list[Sentence]:
-    """The eval split of `--references`, prepared as in training: normalized text and audio at the model's rate."""
-    from recipe.data.pipeline import prepare_datasets
-    from recipe.training.arguments import DataArguments
-
-    data_args = DataArguments(
-        dataset_name=args.references,
-        dataset_format=args.references_format,
-        dataset_config_name=args.references_config_name,
-        eval_split_name=args.references_split,
-        max_eval_samples=args.max_samples,
-        cache_dir=args.cache_dir,
-    )
-    # only the eval split is featurized: the training split is read for the hold-out, never decoded
-    datasets, _ = prepare_datasets(
-        data_args, tokenizer, model_config, os.path.join(args.output_dir, "references_data"), splits=("eval",)
-    )
-    split = datasets["eval"]
-    if len(split) == 0:
-        raise ValueError(f"--references {args.references}: its eval split has no usable clip")
-    # ASR is scored against the sentence as written (`source_text`), not the model's text, which uroman may have
-    # romanized
-    return [
-        Sentence(
-            text=row["text"], raw_text=row["source_text"], reference=np.asarray(row["waveform"], dtype=np.float32)
-        )
-        for row in split.select_columns(["text", "source_text", "waveform"])
-    ]
 
 
 def write_wav(path: str, waveform: np.ndarray, sampling_rate: int) -> None:
@@ -301,7 +276,9 @@ def run_comparison(args: CompareArguments) -> dict:
 
     # 2. sentences, with recordings when --references gives them and --texts does not replace them
     asr = load_asr(args.asr_model, device) if args.asr_model else None  # fail before the long part
-    references = load_references(args, finetuned_tokenizer, finetuned_model.config) if args.references else []
+    references, account = [], None
+    if args.references:
+        references, account = load_references(args, finetuned_tokenizer, finetuned_model.config)
     if args.texts is not None:
         from recipe.text import normalize_text
 
@@ -359,6 +336,7 @@ def run_comparison(args: CompareArguments) -> dict:
             if source is not None
         },
         "models": list(models),
+        **({"references": account} if account is not None else {}),
         "sentences": records,
         "summary": summary,
         "verdicts": verdicts(records, summary, args),
@@ -386,6 +364,8 @@ def format_summary(comparison: dict) -> str:
         "wer",
     ]
     lines = [f"{summary['num_sentences']} sentences"]
+    if "references" in comparison:
+        lines.append(format_account(comparison["references"]))
     for label, means in summary["means"].items():
         shown = ", ".join(f"{key} {means[key]:.4g}" for key in keys if key in means and math.isfinite(means[key]))
         lines.append(f"{label:>10}: {shown}")

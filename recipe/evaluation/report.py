@@ -2,7 +2,8 @@
 
 `plot_sentence` draws one PNG per sentence (a column per model, waveform above, log-mel below, on shared axes so
 that a quieter or slower model is visible at a glance); `write_html_report` renders `comparison.json` into
-`report.html` with the summary, the verdicts, the per-sentence metrics, the pictures and `<audio>` players.
+`report.html` with the references used and skipped, the summary, the verdicts, the per-sentence metrics, the
+pictures and `<audio>` players.
 """
 
 from __future__ import annotations
@@ -91,6 +92,29 @@ def _format(value) -> str:
     return html.escape(str(value))
 
 
+def _references_section(account: dict | None) -> list[str]:
+    """The recordings compared against: how many of the chosen split were used, and each skipped clip's reason."""
+    if account is None:
+        return []
+    parts = [
+        "<h2>References</h2>",
+        f"<p>{account['used']} of {account['clips']} clips used ({html.escape(account['description'])})"
+        + (f"; {account['not_reached']} after the first --max_samples" if account["not_reached"] else "")
+        + ".</p>",
+    ]
+    if account["skipped"]:
+        parts.append("<table><tr><th>skipped clip</th><th>reason</th></tr>")
+        parts += [
+            f"<tr><td>{html.escape(entry['file'])}</td><td>{html.escape(entry['reason'])}</td></tr>"
+            for entry in account["skipped"]
+        ]
+        parts.append("</table>")
+    unnamed = sum(account["skipped_count"].values()) - len(account["skipped"])
+    if unnamed > 0:
+        parts.append(f"<p>and {unnamed} more skipped clips, counted in {html.escape(account['data_report'])}.</p>")
+    return parts
+
+
 def write_html_report(path: str, comparison: dict) -> None:
     """Render `comparison` (the content of `comparison.json`) as a self-contained page next to the WAVs and PNGs.
 
@@ -110,6 +134,7 @@ def write_html_report(path: str, comparison: dict) -> None:
             for label, source in comparison["sources"].items()
         )
         + "</p>",
+        *_references_section(comparison.get("references")),
         "<h2>Verdict</h2><ul>",
     ]
     for verdict in comparison["verdicts"]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from recipe.errors import MissingInputError, UnavailableError
+from recipe.hub_access import check_hub_name, is_refused_pickle, offline_miss, refused_pickle_error
 
 DISCRIMINATOR_CONFIG_NAME = "discriminator_config.json"
 DISCRIMINATOR_WEIGHTS_NAME = "discriminator.safetensors"
@@ -26,6 +30,12 @@ HUB_SAFETENSORS_FILES = (DISCRIMINATOR_WEIGHTS_NAME, "model.safetensors")
 HUB_PICKLE_FILE = "pytorch_model.bin"
 # `owner/name` as the Hub spells a repository id.
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_NOT_FETCHED = "no such local folder, and the Hub repository could not be fetched"
+
+
+class DiscriminatorUnavailableError(UnavailableError, FileNotFoundError):
+    """A `--discriminator` Hub id while the Hub is unreachable, or offline (`HF_HUB_OFFLINE`) and not in the cache; a
+    `FileNotFoundError` too, as every discriminator that cannot be had is for `load_discriminator`'s callers."""
 
 
 @dataclass
@@ -228,8 +238,13 @@ def _read_state_dict(folder: str, spec: str) -> dict[str, torch.Tensor]:
             return load_file(path)
     path = os.path.join(folder, HUB_PICKLE_FILE)
     if os.path.isfile(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if is_refused_pickle(error):
+                raise refused_pickle_error(path, error) from error
+            raise
+    raise MissingInputError(
         f"--discriminator {spec!r}: no {DISCRIMINATOR_WEIGHTS_NAME}, model.safetensors or pytorch_model.bin with "
         "discriminator weights"
     )
@@ -242,18 +257,25 @@ def download_from_hub(repo_id: str) -> str:
         `str`: the local snapshot folder.
 
     Raises:
-        `FileNotFoundError` naming the repository when it cannot be fetched (offline, missing, gated, no weights).
+        `FileNotFoundError` naming the repository when it cannot be fetched (missing, gated, no weights), a
+        `DiscriminatorUnavailableError` when the Hub does not answer or, offline, the repository is not in the cache.
     """
     from huggingface_hub import snapshot_download
 
+    try:
+        check_hub_name(repo_id, "--discriminator")
+    except UnavailableError as error:
+        raise DiscriminatorUnavailableError(str(error)) from error
     try:
         folder = snapshot_download(repo_id, allow_patterns=[*HUB_CONFIG_FILES, *HUB_SAFETENSORS_FILES])
         if not any(os.path.isfile(os.path.join(folder, name)) for name in HUB_SAFETENSORS_FILES):
             folder = snapshot_download(repo_id, allow_patterns=[*HUB_CONFIG_FILES, HUB_PICKLE_FILE])
     except (OSError, ValueError) as error:  # huggingface_hub's HTTP, offline and validation errors
-        raise FileNotFoundError(
-            f"--discriminator {repo_id!r}: no such local folder, and the Hub repository could not be fetched "
-            f"(offline, missing, or gated without a token?): {error}"
+        offline = offline_miss(repo_id, "--discriminator", context=f"{_NOT_FETCHED}: ")
+        if offline is not None:
+            raise DiscriminatorUnavailableError(str(offline)) from error
+        raise MissingInputError(
+            f"--discriminator {repo_id!r}: {_NOT_FETCHED} (missing, or gated without a token?): {error}"
         ) from error
     return folder
 
@@ -279,7 +301,7 @@ def load_discriminator(spec: str, config: DiscriminatorConfig | None = None) -> 
     if not os.path.exists(spec) and HUB_ID_PATTERN.fullmatch(spec):
         source = download_from_hub(spec)
     elif not os.path.isdir(spec):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"--discriminator {spec!r}: not 'random', 'none', an existing folder or a Hub id (owner/name)"
         )
     return _load_from_folder(source, spec)

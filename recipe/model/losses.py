@@ -135,6 +135,51 @@ def amplitude_loss(
         return (rms_term + peak_term).mean()
 
 
+@dataclass
+class DiscriminatorPass:
+    """The discriminator's scores and feature maps of one training step's real and generated segments: one forward
+    that serves both objectives (`generator_objective`, `discriminator_objective`)."""
+
+    real_scores: list[torch.Tensor]
+    real_maps: list[list[torch.Tensor]]
+    fake_scores: list[torch.Tensor]
+    fake_maps: list[list[torch.Tensor]]
+
+
+def discriminate(discriminator, outputs, detach_generated: bool = False) -> DiscriminatorPass:
+    """`discriminator` on `outputs`' real and generated segments (`target_waveform`, `generated_waveform`).
+
+    Args:
+        discriminator (`VitsDiscriminator`, or its DDP wrapper).
+        outputs (`VitsTrainingOutput`): the training forward's output.
+        detach_generated (`bool`, *optional*, defaults to `False`): score a detached copy of the generated audio,
+            so that no gradient of this pass can reach the generator.
+    """
+    generated = outputs.generated_waveform.detach() if detach_generated else outputs.generated_waveform
+    real_scores, real_maps = discriminator(outputs.target_waveform)
+    fake_scores, fake_maps = discriminator(generated)
+    return DiscriminatorPass(real_scores, real_maps, fake_scores, fake_maps)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Turn `requires_grad` off for `module`'s parameters inside the block (restored on exit).
+
+    Gradients still flow through the module to its inputs; none reach its own weights. VITS's two passes score the
+    generated audio with the discriminator frozen for the generator's objective and again, detached, for the
+    discriminator's: the reference `VitsTrainer`'s one pass is tested against (and the benchmarks' older step).
+    """
+    parameters = list(module.parameters())
+    flags = [parameter.requires_grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in zip(parameters, flags):
+            parameter.requires_grad_(flag)
+
+
 def generator_adversarial_loss(fake_scores: list[torch.Tensor]) -> torch.Tensor:
     """LSGAN generator loss: sum over sub-discriminators of mean((1 - D(fake))^2)."""
     with _fp32():
@@ -254,17 +299,21 @@ def duration_loss(outputs) -> torch.Tensor:
 
 
 def generator_objective(
-    outputs, weights: LossWeights, discriminator=None, l2sp: L2SPReference | None = None, model=None
+    outputs,
+    weights: LossWeights,
+    discriminated: DiscriminatorPass | None = None,
+    l2sp: L2SPReference | None = None,
+    model=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The generator's total loss and its unweighted components (detached, for logging).
 
     Args:
         outputs (`VitsTrainingOutput`): the training forward's output.
         weights (`LossWeights`).
-        discriminator (`VitsDiscriminator`, *optional*): adds `generator` and `feature_matching`. Gradients flow
-            through it to the generated audio; its own parameters would receive some too, unless they do not
-            require grad: `VitsTrainer` calls this with the discriminator frozen (`recipe.training.trainer.frozen`), so the
-            generator's backward leaves the discriminator's gradients untouched.
+        discriminated (`DiscriminatorPass`, *optional*): the discriminator's pass over this output (`discriminate`,
+            generated audio not detached); adds `generator` and `feature_matching`. Their gradients flow through the
+            discriminator to the generated audio, and into the discriminator's own parameters too unless the backward
+            is limited to the generator's (`VitsTrainer` gives `backward` the generator's parameters as `inputs`).
         l2sp (`L2SPReference`, *optional*), model (`torch.nn.Module`, *optional*): adds `l2sp` (needs both, and a
             non-zero `weights.l2sp`).
 
@@ -285,11 +334,9 @@ def generator_objective(
         "duration": duration_loss(outputs),
     }
     total = weights.mel * components["mel"] + weights.kl * components["kl"] + weights.duration * components["duration"]
-    if discriminator is not None:
-        _, real_maps = discriminator(outputs.target_waveform)
-        fake_scores, fake_maps = discriminator(outputs.generated_waveform)
-        components["generator"] = generator_adversarial_loss(fake_scores)
-        components["feature_matching"] = feature_matching_loss(real_maps, fake_maps)
+    if discriminated is not None:
+        components["generator"] = generator_adversarial_loss(discriminated.fake_scores)
+        components["feature_matching"] = feature_matching_loss(discriminated.real_maps, discriminated.fake_maps)
         total = total + weights.generator * components["generator"]
         total = total + weights.feature_matching * components["feature_matching"]
     if weights.amplitude > 0:
@@ -308,15 +355,17 @@ def generator_objective(
     return total, {name: value.detach() for name, value in components.items()}
 
 
-def discriminator_objective(discriminator, outputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """LSGAN loss of the discriminator on the real segment and the (detached) generated one.
+def discriminator_objective(discriminated: DiscriminatorPass) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LSGAN loss of the discriminator on its pass over the real segment and the generated one (`discriminate`).
+
+    With the generated audio not detached in `discriminated`, the loss's gradient reaches the generator too unless
+    the backward is limited to the discriminator's parameters (`VitsTrainer` does so).
 
     Returns:
         `tuple(torch.Tensor, dict[str, torch.Tensor])`: the loss and `discriminator`, `discriminator_real`,
         `discriminator_fake` (detached).
     """
-    real_scores, _ = discriminator(outputs.target_waveform)
-    fake_scores, _ = discriminator(outputs.generated_waveform.detach())
+    real_scores, fake_scores = discriminated.real_scores, discriminated.fake_scores
     real, fake = discriminator_adversarial_loss(real_scores, fake_scores)
     loss = real + fake
     return loss, {
@@ -327,13 +376,16 @@ def discriminator_objective(discriminator, outputs) -> tuple[torch.Tensor, dict[
 
 
 __all__ = [
+    "DiscriminatorPass",
     "L2SPReference",
     "LossWeights",
     "amplitude_loss",
+    "discriminate",
     "discriminator_adversarial_loss",
     "discriminator_objective",
     "duration_loss",
     "feature_matching_loss",
+    "frozen",
     "generator_adversarial_loss",
     "generator_objective",
     "kl_loss",

@@ -20,11 +20,14 @@ import sys
 from recipe.errors import ArgumentsError, InputError, RaisesArgumentsError, help_epilog, run_command
 
 PROG = "python -m recipe.piper"
+logger = logging.getLogger(__name__)
 
 
 class VoiceImportError(InputError, ValueError):
-    """The import refused the voice: not a Piper voice or checkpoint, a file missing, an output folder in the way, a
-    conversion that does not reproduce the ONNX. The message names the file and the reason."""
+    """The import refused the voice: not a Piper voice or checkpoint, an output folder in the way, a conversion that
+    does not reproduce the ONNX. The message names the file and the reason. Raised by `recipe.piper.importer` at each
+    of its refusals (a missing file is a `MissingInputError`, a missing extra a `MissingExtraError`); defined here so
+    that the command's `--help` loads no model code."""
 
 
 class _ArgumentParser(RaisesArgumentsError, argparse.ArgumentParser):
@@ -76,7 +79,7 @@ def run(argv: list[str]) -> int:
     )
     warmup.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(name)s - %(message)s")
+    _configure_output()
     if args.command == "warmup":
         run_warmup(args)
     else:
@@ -84,21 +87,26 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+def _configure_output() -> None:
+    """Log lines at INFO with their time (the warm-up's ETA is read against it); progress bars on a terminal only."""
+    from recipe.training.callbacks import configure_progress_bars
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    configure_progress_bars(on_terminal=sys.stderr.isatty())
+
+
 def run_import(args) -> None:
     from recipe.piper.importer import import_voice
 
-    try:
-        report = import_voice(args.voice, args.output_dir, config_path=args.config, check=not args.no_check)
-    except InputError:
-        raise
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
-        # the importer's refusals name the file and the reason; bad input, not a bug of the recipe
-        raise VoiceImportError(str(error)) from error
+    # the importer's refusals are input errors (`VoiceImportError`, ...); anything else is a bug and keeps its traceback
+    report = import_voice(args.voice, args.output_dir, config_path=args.config, check=not args.no_check)
     print(json.dumps(report, indent=2))
     if report["untrained_parts"]:
         print(
             f"Imported into {args.output_dir}. Untrained (random) parts: {', '.join(report['untrained_parts'])}: warm "
-            "them up before fine-tuning (run_finetune.py --warmup_untrained_parts; docs/piper.md, 'Warm-up')."
+            f"them up before fine-tuning: {PROG} warmup {args.output_dir} --dataset_name DATA --output_dir "
+            f"{args.output_dir.rstrip('/')}-warm (docs/piper.md, 'Warm-up'; run_finetune.py --warmup_untrained_parts "
+            "is the slower alternative, on the recordings)."
         )
     else:
         print(f"Imported into {args.output_dir}, with every part trained.")
@@ -123,17 +131,20 @@ def run_warmup(args) -> None:
         raise ArgumentsError(f"--output_dir {args.output_dir} exists and is not empty")
     with open(report_path, encoding="utf-8") as handle:
         report = json.load(handle)
+    logger.info(f"Reading the texts of {args.dataset_name}")
     texts = source_texts(DataArguments(dataset_name=args.dataset_name, dataset_format=args.dataset_format))
+    logger.info(f"Loading the voice from {args.model}")
     vits, tokenizer = load_voice(args.model), load_tokenizer(args.model)
     try:
         report["warmup"] = warm_up_from_own_synthesis(
             vits, tokenizer, texts, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
             seed=args.seed,
         )  # fmt: skip
-    except ValueError as error:
-        # the warm-up's refusals (e.g. no text gave a token) come before anything is written
-        raise ArgumentsError(f"{error} Nothing was written.") from error
+    except InputError as error:
+        # the warm-up's refusals (no text gave a token, a loss that did not fall) come before anything is written
+        raise type(error)(f"{error} Nothing was written.") from error
     report["warmup"]["dataset_name"] = args.dataset_name
+    logger.info(f"Writing the warmed-up voice to {args.output_dir}")
     with folder_written_whole(args.output_dir) as folder:  # complete or not at all, as the import's
         vits.save_pretrained(folder)
         tokenizer.save_pretrained(folder)

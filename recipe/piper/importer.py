@@ -6,10 +6,16 @@ except where the exporter folded or renamed them: the flow's WaveNet convolution
 the text embedding is called after the graph input it feeds (`sid`); both are named here by the node that consumes
 them. The duration predictor's first ElementwiseAffine is stored as `exp(-logs)`, as inference uses it.
 
-What inference does not use is not in the ONNX, so it starts from random weights and must be warmed up on data
-(`run_finetune.py --warmup_untrained_parts`, see docs/piper.md): the posterior encoder, the duration predictor's
+What inference does not use is not in the ONNX, so it starts from random weights and must be warmed up
+(`python -m recipe.piper warmup`, from the voice's own synthesis; `run_finetune.py --warmup_untrained_parts` is the
+slower alternative on the recordings: docs/piper.md, "Warm-up"): the posterior encoder, the duration predictor's
 posterior flows and its first ConvFlow, and the discriminator. `import_report.json` in the folder lists them. A Piper
 training checkpoint (PyTorch Lightning, `model_g.*` / `model_d.*`) holds all of it, the discriminator included.
+
+Every refusal is an input error (`recipe.errors`) raised where the importer refuses: `VoiceImportError` (not a Piper
+voice, a JSON that does not fit it, an output folder in the way, a conversion that does not reproduce the ONNX),
+`MissingInputError` (the voice or its JSON not found), `MissingExtraError` (no `piper` extra). Any other exception is
+a bug and keeps its traceback.
 
 The model's architecture comes from the weights' shapes and the graph's attributes (upsampling strides, dilations);
 what the ONNX cannot say (the STFT size the posterior encoder reads, its depth) takes VITS / Piper's values.
@@ -27,8 +33,10 @@ import numpy as np
 import torch
 from transformers import VitsConfig, VitsModel
 
+from recipe.errors import MissingInputError
 from recipe.folders import folder_written_whole
 from recipe.model.discriminator import fold_weight_norm
+from recipe.piper.cli import VoiceImportError
 from recipe.piper.decoder import Resblock2VitsConfig
 from recipe.piper.tokenizer import PiperPhonemeTokenizer, check_piper_config, require_piper
 from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
@@ -60,14 +68,14 @@ def _layer_name(node_name: str) -> str:
 
 
 def read_onnx_voice(path: str) -> VoiceWeights:
-    """The generator weights of a Piper ONNX voice under VITS's names. Raises `ValueError` when it is not one."""
+    """The generator weights of a Piper ONNX voice under VITS's names. Raises `VoiceImportError` when it is not one."""
     import onnx
     from onnx import numpy_helper
 
     try:
         graph = onnx.load(path).graph
     except Exception as error:  # onnx raises DecodeError, ValidationError, OSError...: all mean "not an ONNX model"
-        raise ValueError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") from error
+        raise VoiceImportError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") from error
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     voice = VoiceWeights(weights={})
     for node in graph.node:
@@ -92,7 +100,7 @@ def read_onnx_voice(path: str) -> VoiceWeights:
     voice.weights = {name: value for name, value in voice.weights.items() if not name.startswith("dp.flows.2.")}
     for required in ("enc_p.emb.weight", "dec.conv_pre.weight", "flow.flows.0.pre.weight", "dp.pre.weight"):
         if required not in voice.weights:
-            raise ValueError(f"{path}: not a Piper VITS voice (no {required})")
+            raise VoiceImportError(f"{path}: not a Piper VITS voice (no {required})")
     return voice
 
 
@@ -167,7 +175,7 @@ def config_from_voice(voice: VoiceWeights, piper_config: dict) -> VitsConfig:
 def read_piper_config(voice_path: str, config_path: str | None) -> tuple[dict, str]:
     config_path = config_path or f"{voice_path}.json"
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{config_path}: no Piper config beside the voice (give --config: the voice's .onnx.json, or the "
             "config.json of its training folder)"
         )
@@ -175,29 +183,32 @@ def read_piper_config(voice_path: str, config_path: str | None) -> tuple[dict, s
         with open(config_path, encoding="utf-8") as handle:
             piper_config = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_path}: not a JSON file ({error})") from error
+        raise VoiceImportError(f"{config_path}: not a JSON file ({error})") from error
     if not isinstance(piper_config, dict):
-        raise ValueError(f"{config_path}: not a Piper voice config (a JSON object is expected)")
-    check_piper_config(piper_config, config_path)
+        raise VoiceImportError(f"{config_path}: not a Piper voice config (a JSON object is expected)")
+    try:
+        check_piper_config(piper_config, config_path)
+    except ValueError as error:  # its refusals name the file and the field
+        raise VoiceImportError(str(error)) from error
     return piper_config, config_path
 
 
 def check_voice_matches_config(voice: VoiceWeights, piper_config: dict, onnx_path: str, config_path: str) -> None:
     num_symbols = voice.weights["enc_p.emb.weight"].shape[0]
     if int(piper_config.get("num_symbols", num_symbols)) != num_symbols:
-        raise ValueError(
+        raise VoiceImportError(
             f"{config_path} says num_symbols {piper_config['num_symbols']}, {onnx_path} has {num_symbols}: "
             "the JSON belongs to another voice"
         )
     largest_id = max(max(ids) for ids in piper_config["phoneme_id_map"].values())
     if largest_id >= num_symbols:
-        raise ValueError(f"{config_path}: phoneme ids up to {largest_id}, {onnx_path} has {num_symbols} symbols")
+        raise VoiceImportError(f"{config_path}: phoneme ids up to {largest_id}, {onnx_path} has {num_symbols} symbols")
     sample_rate = piper_config["audio"].get("sample_rate")
     if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 48000:
-        raise ValueError(f"{config_path}: audio.sample_rate {sample_rate!r} is not a sample rate")
+        raise VoiceImportError(f"{config_path}: audio.sample_rate {sample_rate!r} is not a sample rate")
     num_speakers = int(piper_config.get("num_speakers", 1))
     if num_speakers > 1 or "emb_g.weight" in voice.weights:
-        raise ValueError(
+        raise VoiceImportError(
             f"{onnx_path}: a multi-speaker voice ({num_speakers} speakers); the recipe imports single-speaker Piper "
             "voices only"
         )
@@ -234,15 +245,15 @@ def read_checkpoint_voice(path: str) -> tuple[VoiceWeights, dict[str, torch.Tens
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle / zip errors of any kind all mean "not a checkpoint this can read"
-        raise ValueError(
+        raise VoiceImportError(
             f"{path}: not a PyTorch checkpoint that loads safely ({type(error).__name__}: {error})"
         ) from error
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not any(key.startswith("model_g.") for key in state):
-        raise ValueError(f"{path}: not a Piper training checkpoint (no state_dict with model_g.* weights)")
+        raise VoiceImportError(f"{path}: not a Piper training checkpoint (no state_dict with model_g.* weights)")
     if not isinstance(hyper, dict) or "upsample_rates" not in hyper or "resblock_dilation_sizes" not in hyper:
-        raise ValueError(f"{path}: no hyper_parameters with upsample_rates and resblock_dilation_sizes")
+        raise VoiceImportError(f"{path}: no hyper_parameters with upsample_rates and resblock_dilation_sizes")
     generator = fold_weight_norm(
         {key[len("model_g.") :]: value for key, value in state.items() if key.startswith("model_g.")}
     )
@@ -258,7 +269,7 @@ def read_checkpoint_voice(path: str) -> tuple[VoiceWeights, dict[str, torch.Tens
             voice.dilations[f"dec.resblocks.{block}.{first_conv}.{j}"] = int(dilation)
     for required in ("enc_p.emb.weight", "dec.conv_pre.weight", "enc_q.pre.weight", "dp.pre.weight"):
         if required not in voice.weights:
-            raise ValueError(f"{path}: not a Piper VITS training checkpoint (no model_g.{required})")
+            raise VoiceImportError(f"{path}: not a Piper VITS training checkpoint (no model_g.{required})")
     return voice, discriminator
 
 
@@ -285,14 +296,17 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
 
     Returns:
         `dict`: the import report.
+
+    Raises:
+        `VoiceImportError`, `MissingInputError`, `MissingExtraError` (input errors, see the module docstring).
     """
     from recipe.model.discriminator import DiscriminatorConfig, VitsDiscriminator, save_discriminator
 
     require_piper()
     if not os.path.isfile(voice_path):
-        raise FileNotFoundError(f"{voice_path}: no such file")
+        raise MissingInputError(f"{voice_path}: no such file")
     if os.path.isdir(output_dir) and os.listdir(output_dir):
-        raise FileExistsError(f"--output_dir {output_dir} exists and is not empty")
+        raise VoiceImportError(f"--output_dir {output_dir} exists and is not empty: name a new or empty folder")
     piper_config, config_path = read_piper_config(voice_path, config_path)
     is_checkpoint = voice_path.endswith(".ckpt")
     if is_checkpoint:
@@ -305,13 +319,22 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
     config = config_from_voice(voice, piper_config)
     model = model_from_config(config).eval()
     weights = {name: torch.from_numpy(np.array(value)) for name, value in voice.weights.items()}
-    untrained = load_plain_weights(model, vits_to_transformers(weights))
+    try:
+        untrained = load_plain_weights(model, vits_to_transformers(weights))
+    except (KeyError, ValueError) as error:  # a weight with no place or the wrong shape in the model read from them
+        raise VoiceImportError(
+            f"{voice_path}: its weights do not fit the architecture read from them ({error}): a layout the importer "
+            "does not support"
+        ) from error
     discriminator = None
     if discriminator_state:
         discriminator = VitsDiscriminator(DiscriminatorConfig())
         plain = fold_weight_norm(discriminator_state)
         renamed = {re.sub(r"\.conv_post\.", ".final_conv.", key): value for key, value in plain.items()}
-        discriminator.load_plain_state_dict(renamed, source=voice_path)
+        try:
+            discriminator.load_plain_state_dict(renamed, source=voice_path)
+        except ValueError as error:  # its message names the checkpoint and the weights that do not fit
+            raise VoiceImportError(str(error)) from error
 
     report = {
         "source": os.path.abspath(voice_path),
@@ -355,13 +378,13 @@ def check_parity(model: VitsModel, tokenizer: PiperPhonemeTokenizer, onnx_path: 
             ids = tokenizer.sentence_ids(phonemes)
             expected, converted = onnx_waveform(onnx_path, ids), model_waveform(model, ids)
             if expected.shape != converted.shape:
-                raise ValueError(
+                raise VoiceImportError(
                     f"{onnx_path}: the converted model gives {converted.shape[0]} samples for {sentence!r}, the ONNX "
                     f"{expected.shape[0]}: the conversion does not match this voice"
                 )
             worst = max(worst, float(np.abs(expected - converted).max()))
     if worst > _PARITY_TOLERANCE:
-        raise ValueError(
+        raise VoiceImportError(
             f"{onnx_path}: the converted model differs from the ONNX by up to {worst:.2e} (noise off), more than "
             f"{_PARITY_TOLERANCE}: the conversion does not match this voice"
         )

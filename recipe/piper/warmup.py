@@ -12,21 +12,29 @@ decodes (prior sample through the reversed flow, voice's noise scales) and the d
 `z` into audio. The posterior encoder is then trained to read `z` back from that audio's spectrogram (Gaussian
 error of its mean, Gaussian likelihood of the residual for its spread), and the duration predictor's posterior flows
 on the durations (the recipe's VITS-order NLL, `recipe.model.duration`). Everything inference uses stays frozen; no
-decoder backward pass is needed. Follow it with `run_finetune.py --warmup_untrained_parts` on the recordings themselves when they are another
-voice's.
+decoder backward pass is needed. (`run_finetune.py --warmup_untrained_parts` is the slower alternative, through the
+VITS objectives on the recordings: docs/piper.md, "Warm-up".)
+
+Most of the time goes to two phases, each logged from its first item with its rate and ETA (`ProgressLog`): the
+voice's synthesis of every text (espeak's phonemes are quick; the decoder's forward is not: about 0.5 s per sentence
+of the Joe voice on CPU), then the optimizer steps (2-4 s each for the Joe voice on CPU).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from recipe.audio import SpectrogramConfig, linear_spectrogram
+from recipe.data.source import DataError
+from recipe.errors import ArgumentsError
 from recipe.model.duration import stochastic_duration_nll
 from recipe.text import encode_text
 
@@ -37,6 +45,53 @@ logger = logging.getLogger(__name__)
 WARMUP_STEPS = 400
 WARMUP_LEARNING_RATE = 6e-4
 WARMUP_BATCH_SIZE = 8
+
+
+class ProgressLog:
+    """When a long loop logs its progress, and the rate and ETA it logs: each of the first `first` items (the first
+    step's time is what a user needs to judge the run), then every `every` items or `seconds` apart, whichever comes
+    first, and the last.
+
+    Args:
+        total (`int`): the items the loop will do.
+        unit (`str`): what an item is, for the rate ("s/step").
+        first (`int`, *optional*, defaults to 3), every (`int`, *optional*, defaults to 25), seconds (`float`,
+            *optional*, defaults to 30.0): see above.
+        clock (`Callable[[], float]`, *optional*): defaults to `time.monotonic`.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        first: int = 3,
+        every: int = 25,
+        seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.total, self.unit, self.clock = total, unit, clock
+        self.first, self.every, self.seconds = first, every, seconds
+        self.started = self.clock()
+        self._logged_done, self._logged_at = 0, self.started
+
+    def due(self, done: int) -> bool:
+        """Whether to log after `done` items (counted from 1); when it is, the next interval starts now."""
+        now = self.clock()
+        due = (
+            done <= self.first
+            or done >= self.total
+            or done - self._logged_done >= self.every
+            or now - self._logged_at >= self.seconds
+        )
+        if due:
+            self._logged_done, self._logged_at = done, now
+        return due
+
+    def rate_and_eta(self, done: int) -> str:
+        """`"2.31 s/step, ETA 0:14:12"`: the mean time per item so far, times the items left."""
+        per_item = (self.clock() - self.started) / max(1, done)
+        eta = datetime.timedelta(seconds=round(per_item * max(0, self.total - done)))
+        return f"{per_item:.2f} {self.unit}, ETA {eta}"
 
 
 @dataclass
@@ -89,6 +144,26 @@ def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
     return torch.stack([nn.functional.pad(t, (0, length - t.shape[-1])) for t in tensors])
 
 
+def synthesize_all(vits, tokenizer, texts: list[str]) -> list[SynthesisTarget]:
+    """The voice's own synthesis of each text that gives a token (`synthesize_targets`), its progress logged.
+
+    Raises:
+        `DataError` (a `ValueError`) when no text gives a token.
+    """
+    logger.info(f"Synthesizing {len(texts)} texts with the voice: the targets the warm-up learns to read back")
+    progress = ProgressLog(len(texts), "s/text")
+    targets = []
+    for done, text in enumerate(texts, start=1):
+        _, ids = encode_text(text, tokenizer)
+        if ids:
+            targets.append(synthesize_targets(vits, torch.tensor(ids)))
+        if progress.due(done):
+            logger.info(f"synthesized {done}/{len(texts)} texts | {progress.rate_and_eta(done)}")
+    if not targets:
+        raise DataError(f"None of the {len(texts)} texts gave a token of the voice: nothing to warm up on")
+    return targets
+
+
 def warm_up_from_own_synthesis(
     vits,
     tokenizer,
@@ -116,20 +191,15 @@ def warm_up_from_own_synthesis(
         NLL averaged over the first and the last steps, the number of targets and the seconds taken.
 
     Raises:
-        `ValueError` when no text gives a token, or when the posterior loss did not fall (too few steps, or a learning
-        rate the random posterior encoder diverges at): a fine-tune from that posterior meets a KL in the 1e30s.
+        `DataError` when no text gives a token; `ArgumentsError` when the posterior loss did not fall (too few steps,
+        or a learning rate the random posterior encoder diverges at): a fine-tune from that posterior meets a KL in
+        the 1e30s. Both are `ValueError`s and input errors (`recipe.errors`).
     """
     torch.manual_seed(seed)
     started = time.monotonic()
     vits.eval()
     spectrogram_config = SpectrogramConfig.from_model_config(vits.config)
-    targets = []
-    for text in texts:
-        _, ids = encode_text(text, tokenizer)
-        if ids:
-            targets.append(synthesize_targets(vits, torch.tensor(ids)))
-    if not targets:
-        raise ValueError("No text gave any token: nothing to warm up on")
+    targets = synthesize_all(vits, tokenizer, texts)
     synthesis_seconds = time.monotonic() - started
 
     trained = [
@@ -152,6 +222,11 @@ def warm_up_from_own_synthesis(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     generator = torch.Generator().manual_seed(seed)
     history = []
+    logger.info(
+        f"Training the posterior encoder and the duration predictor's posterior flows: {steps} steps of "
+        f"{min(batch_size, len(targets))} utterances at learning rate {learning_rate:g}"
+    )
+    progress = ProgressLog(steps, "s/step")
     for step in range(steps):
         batch = [
             targets[i] for i in torch.randint(len(targets), (min(batch_size, len(targets)),), generator=generator)
@@ -179,11 +254,11 @@ def warm_up_from_own_synthesis(
         optimizer.step()
         schedule.step()
         history.append((float(latent_loss.detach()), float(duration_loss.detach())))
-        if step % 25 == 0 or step == steps - 1:
+        if progress.due(step + 1):
             latent_loss_value, duration_loss_value = history[-1]
             logger.info(
                 f"warm-up step {step + 1}/{steps}: posterior loss {latent_loss_value:.3f}, "
-                f"duration NLL {duration_loss_value:.3f}"
+                f"duration NLL {duration_loss_value:.3f} | {progress.rate_and_eta(step + 1)}"
             )
     for parameter in vits.parameters():
         parameter.requires_grad_(True)
@@ -203,7 +278,7 @@ def warm_up_from_own_synthesis(
     # on the Joe voice: 48 -> 3500 at the second of 10 steps, ending at 115), and the spike would hide it. After 2
     # such steps the fine-tune logged a KL of 5e30.
     if not report["posterior_loss_last"] < report["posterior_loss_start"]:
-        raise ValueError(
+        raise ArgumentsError(
             f"The warm-up did not lower the posterior loss ({report['posterior_loss_start']:.4g} at the start, "
             f"{report['posterior_loss_last']:.4g} at the end of {steps} steps at learning rate {learning_rate:g}): "
             "the posterior encoder is not ready to fine-tune from. Use more steps "

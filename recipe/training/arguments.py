@@ -8,6 +8,7 @@ weights, the anti-silence objectives, the amplitude monitor and the time budget)
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -60,7 +61,8 @@ class ModelArguments:
         metadata={
             "help": "Train only the parts an imported voice lacks (the `untrained_prefixes` of the model folder's "
             "import_report.json: posterior encoder, the duration predictor's posterior flows): everything inference "
-            "uses stays frozen. The first stage after `python -m recipe.piper import`."
+            "uses stays frozen, through the VITS objectives on the recordings: the slower alternative to "
+            "`python -m recipe.piper warmup` (docs/piper.md, 'Warm-up')."
         },
     )
     hub_include_discriminator: bool = field(
@@ -266,6 +268,8 @@ class VitsTrainingArguments(TrainingArguments):
         - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
           that tracks what a listener hears; the adversarial terms oscillate by design.
         - `precision` "auto" replaces `fp16` / `bf16`; setting `--fp16` or `--bf16` yourself is still honoured.
+        - `disable_tqdm`: on unless stderr, where the bar is drawn, is a terminal: in a log file every redraw of a
+          bar is noise, and the log lines say the progress there.
     """
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of the generator."})
@@ -296,6 +300,10 @@ class VitsTrainingArguments(TrainingArguments):
     )
     greater_is_better: bool | None = field(
         default=False, metadata={"help": "Whether a larger metric_for_best_model is better; all VITS losses: no."}
+    )
+    disable_tqdm: bool | None = field(
+        default=None,
+        metadata={"help": "No progress bars. Default: bars only when stderr is a terminal, log lines either way."},
     )
 
     # VITS objectives
@@ -373,6 +381,8 @@ class VitsTrainingArguments(TrainingArguments):
         self._use_cpu_for_processes_without_gpu()
         self._pin_memory_only_for_an_accelerator()
         self._resolve_precision()
+        if self.disable_tqdm is None:
+            self.disable_tqdm = not sys.stderr.isatty()
         super().__post_init__()
         self._check_segment_size()
         self._check_time_budget()

@@ -1,7 +1,11 @@
-"""Trainer callbacks for what a run shows while it trains: audio samples in TensorBoard, and log lines.
+"""Trainer callbacks for what a run shows while it trains: audio samples in TensorBoard, log lines, progress bars.
 
 - `AudioSamplesCallback`: audio and mel images of a few sentences in TensorBoard at each evaluation.
-- `TrainingLogLineCallback`: one log line per logging step with the loss, samples/s, peak GPU memory and ETA.
+- `TrainingLogLineCallback`: one log line per logging step with the loss, samples/s, peak GPU memory and ETA, and
+  one per evaluation.
+- `ProgressBarCallback`: transformers' progress bar without the log dicts it prints; on a terminal only.
+- `show_progress_as_log_lines`: makes a trainer's log lines the recipe's alone, each printed once
+  (`configure_progress_bars` does the same for the bars of transformers, datasets and the Hub).
 
 The amplitude monitor, which can stop a run, has a module of its own (`recipe.training.amplitude_monitor`).
 Every callback receives the unwrapped `VitsForTraining` as `model` and synthesizes with `model.vits`; under DDP only
@@ -10,14 +14,20 @@ the main process synthesizes and writes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import time
 
+import datasets
+import huggingface_hub
 import numpy as np
 import torch
+import transformers
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.training.amplitude_probe import synthesize_texts
@@ -113,12 +123,14 @@ class AudioSamplesCallback(TrainerCallback):
 
 
 class TrainingLogLineCallback(TrainerCallback):
-    """One log line per logging step: step, loss (and its components), samples/s, peak GPU memory, ETA.
+    """One log line per logging step: step, loss (and its components), learning rate, gradient norm, samples/s, peak
+    GPU memory, ETA; and one per evaluation: step, the eval loss and its components, seconds taken.
 
     Samples/s is measured over the last logging window (`per_device_train_batch_size x gradient_accumulation_steps
     x world_size` samples per optimizer step); the ETA extrapolates the mean step time since training (re)started.
-    Lines go to the `recipe.training.callbacks` logger at INFO, on the main process only; the last one is kept in
-    `last_line`.
+    Lines go to the `recipe.training.callbacks` logger at INFO, on the main process only; the last training line is
+    kept in `last_line`, the last evaluation's in `last_eval_line`. They are the run's only printed logs:
+    `show_progress_as_log_lines` removes transformers' printed dicts, which repeated them.
     """
 
     # Loss components logged by the VITS trainer under these stable names.
@@ -126,6 +138,7 @@ class TrainingLogLineCallback(TrainerCallback):
 
     def __init__(self):
         self.last_line: str | None = None
+        self.last_eval_line: str | None = None
         self._start_time = self._window_time = None
         self._start_step = self._window_step = 0
 
@@ -136,11 +149,24 @@ class TrainingLogLineCallback(TrainerCallback):
             torch.cuda.reset_peak_memory_stats()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs or self._start_time is None:
+        if not state.is_world_process_zero or not logs:
             return control
+        if "eval_loss" in logs:
+            self.last_eval_line = self._eval_line(state, logs)
+            logger.info(self.last_eval_line)
+        elif "loss" in logs and self._start_time is not None:
+            self.last_line = self._training_line(args, state, logs)
+            logger.info(self.last_line)
+        return control
+
+    def _training_line(self, args, state, logs: dict) -> str:
         now = time.perf_counter()
         parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
-        parts += [f"{name} {logs[name]:.4f}" for name in self.COMPONENTS if isinstance(logs.get(name), (int, float))]
+        parts += self._components(logs, prefix="")
+        if isinstance(logs.get("learning_rate"), (int, float)):
+            parts.append(f"lr {logs['learning_rate']:.3g}")
+        if isinstance(logs.get("grad_norm"), (int, float)):
+            parts.append(f"grad norm {logs['grad_norm']:.3g}")
         steps_in_window = state.global_step - self._window_step
         if steps_in_window > 0 and now > self._window_time:
             samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -152,6 +178,69 @@ class TrainingLogLineCallback(TrainerCallback):
             seconds_left = (now - self._start_time) / steps_done * max(0, state.max_steps - state.global_step)
             parts.append(f"ETA {datetime.timedelta(seconds=round(seconds_left))}")
         self._window_time, self._window_step = now, state.global_step
-        self.last_line = " | ".join(parts)
-        logger.info(self.last_line)
+        return " | ".join(parts)
+
+    def _eval_line(self, state, logs: dict) -> str:
+        parts = [f"eval at step {state.global_step}", f"loss {logs['eval_loss']:.4f}"]
+        parts += self._components(logs, prefix="eval_")
+        if isinstance(logs.get("eval_runtime"), (int, float)):
+            parts.append(f"{logs['eval_runtime']:.1f} s")
+        return " | ".join(parts)
+
+    def _components(self, logs: dict, prefix: str) -> list[str]:
+        values = ((name, logs.get(prefix + name)) for name in self.COMPONENTS)
+        return [f"{name} {value:.4f}" for name, value in values if isinstance(value, (int, float))]
+
+
+class ProgressBarCallback(ProgressCallback):
+    """transformers' progress bar of training and evaluation, without the log dicts it prints under it
+    (`TrainingLogLineCallback` writes the lines); log records are written above the bar while it runs, instead of
+    breaking it. For a terminal: `show_progress_as_log_lines` adds it only when `--disable_tqdm` is off.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._redirect = contextlib.ExitStack()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if state.is_world_process_zero:
+            self._redirect.enter_context(logging_redirect_tqdm())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
         return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._redirect.close()
+        super().on_train_end(args, state, control, **kwargs)
+
+
+def show_progress_as_log_lines(trainer) -> None:
+    """Make `trainer`'s printed logs the recipe's lines alone, each once: transformers' `PrinterCallback` and
+    `ProgressCallback` printed every log as a dict besides `TrainingLogLineCallback`'s line. The bar stays, on a
+    terminal only (`ProgressBarCallback` unless `--disable_tqdm`); a `TrainingLogLineCallback` is added when the
+    trainer has none.
+    """
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not trainer.args.disable_tqdm:
+        trainer.add_callback(ProgressBarCallback)
+    if not any(isinstance(callback, TrainingLogLineCallback) for callback in trainer.callback_handler.callbacks):
+        trainer.add_callback(TrainingLogLineCallback)
+
+
+def configure_progress_bars(on_terminal: bool) -> None:
+    """The progress bars of the libraries a command uses: transformers' own ("Loading weights", "Writing model
+    shards" at every save: a blink for a VITS model) never; those of datasets (preprocessing) and of the Hub
+    (downloads) only `on_terminal`, since in a log file each redraw of a bar is one more line.
+
+    A hook rather than `transformers.utils.logging.disable_progress_bar()`, which turns the Hub's bars off too.
+    """
+    transformers.utils.logging.set_tqdm_hook(_no_bar)
+    if not on_terminal:
+        datasets.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+
+
+def _no_bar(factory, args, kwargs):
+    return transformers.utils.logging.EmptyTqdm(*args, **kwargs)

@@ -8,22 +8,28 @@ trained (weight-norm parametrized), the discriminator's, its optimizer, schedule
 
 This module names those files (`checkpoint_files`: the ones a resume loads), picks the checkpoint to resume from
 (`resolve_resume`), checks the output folder before the first step, writes and reads the weights as trained, and says
-what a failed save or load was about, naming the file (torch's and safetensors' errors name none).
+what a failed save or load was about, naming the file (torch's and safetensors' errors name none). A checkpoint of
+another model configuration is refused with one summary (`shape_mismatch_error`: the tensors that differ, the
+`config.json` fields behind them) instead of `load_state_dict`'s line per tensor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import pickle
 import shutil
+from dataclasses import asdict
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from recipe.model.discriminator import DISCRIMINATOR_WEIGHTS_NAME, save_discriminator
+from recipe.hub_access import is_refused_pickle, refused_pickle_message
+from recipe.model.discriminator import DISCRIMINATOR_CONFIG_NAME, DISCRIMINATOR_WEIGHTS_NAME, save_discriminator
 from recipe.model.preparation import save_for_inference
 from recipe.training.checkpoints import (
     PARTIAL_PREFIX,
@@ -36,6 +42,7 @@ from recipe.training.checkpoints import (
     describe_save_failure,
     estimate_checkpoint_bytes,
     newest_intact_checkpoint,
+    pickle_problem,
     remove_partial_checkpoints,
     verify_checkpoint,
 )
@@ -55,6 +62,11 @@ TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 TRAINING_ARGS_FILE = "training_args.bin"
+MODEL_CONFIG_FILE = "config.json"
+# how many differing tensors and config fields a shape-mismatch message lists (it counts them all)
+MISMATCHES_SHOWN = 5
+# config.json fields that say nothing about the architecture
+_CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"}
 
 
 def checkpoint_files(with_discriminator: bool, with_optimizer: bool) -> list[str]:
@@ -247,17 +259,105 @@ def save_failure(
 
 
 def load_training_weights(checkpoint: str, model, discriminator) -> None:
-    """The generator's and the discriminator's weights exactly as trained (strict)."""
+    """The generator's and the discriminator's weights exactly as trained (strict).
+
+    Raises:
+        `CheckpointLoadError`: the checkpoint's tensors are not the model's (`shape_mismatch_error`), or a file is
+            damaged.
+        `FileNotFoundError`: `checkpoint` is not a VitsTrainer checkpoint, or has no discriminator weights.
+    """
     folder = os.path.join(checkpoint, TRAINING_STATE_DIR)
     path = os.path.join(folder, TRAINING_MODEL_WEIGHTS)
     if not os.path.isfile(path):
         raise _not_a_checkpoint(path, checkpoint)
-    model.load_state_dict(load_weights(path), strict=True)
+    vits = getattr(model, "vits", model)
+    _load_matching(model, load_weights(path), checkpoint, MODEL_CONFIG_FILE, vits.config, "model")
     if discriminator is not None:
         path = os.path.join(folder, DISCRIMINATOR_TRAINING_WEIGHTS)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: was {checkpoint} trained with --discriminator none?")
-        discriminator.load_state_dict(load_weights(path), strict=True)
+        config = discriminator.config
+        _load_matching(
+            discriminator, load_weights(path), checkpoint, DISCRIMINATOR_CONFIG_NAME, config, "discriminator"
+        )
+
+
+def _load_matching(module, state: dict, checkpoint: str, config_file: str, config, part: str) -> None:
+    mismatch = shape_mismatch_error(checkpoint, state, module.state_dict(), config_file, config, part)
+    if mismatch is not None:
+        raise mismatch
+    module.load_state_dict(state, strict=True)
+
+
+def _shape(tensor) -> str:
+    return "absent" if tensor is None else str(tuple(tensor.shape))
+
+
+def _config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else asdict(config)
+
+
+def _differing_config_fields(checkpoint: str, config_file: str, config) -> list[str]:
+    """`"field: A in the checkpoint, B here"` for each architecture field of `checkpoint`'s `config_file` that
+    differs from `config` (a `PretrainedConfig` or a dataclass); empty when the file cannot be read (the tensors
+    still say what differs)."""
+    try:
+        with open(os.path.join(checkpoint, config_file), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        # a `PretrainedConfig` saves the fields that differ from the defaults: both sides with their defaults
+        saved = type(config).from_dict(saved).to_dict() if hasattr(config, "from_dict") else saved
+    except (OSError, ValueError, TypeError) as error:
+        logger.warning(f"{os.path.join(checkpoint, config_file)}: not compared with this run's ({error})")
+        return []
+    current = json.loads(json.dumps(_config_dict(config), default=str))  # tuples as lists, as the saved JSON
+    saved = json.loads(json.dumps(saved, default=str))
+    return [
+        f"{name}: {saved.get(name, 'absent')} in the checkpoint, {current.get(name, 'absent')} here"
+        for name in sorted((set(saved) | set(current)) - _CONFIG_BOOKKEEPING)
+        if saved.get(name) != current.get(name)
+    ]
+
+
+def shape_mismatch_error(
+    checkpoint: str, saved: dict, expected: dict, config_file: str, config, part: str = "model"
+) -> CheckpointLoadError | None:
+    """The error of a checkpoint whose tensors are not those of the model being trained, else None.
+
+    Args:
+        checkpoint (`str`): the checkpoint folder.
+        saved (`dict`): the checkpoint's state dict of `part`.
+        expected (`dict`): the state dict of the module being trained.
+        config_file (`str`): the checkpoint's file that describes `part` (`config.json`, `discriminator_config.json`).
+        config (`PretrainedConfig` or a dataclass): the configuration of the module being trained (`VitsConfig`,
+            `DiscriminatorConfig`).
+        part (`str`, *optional*, defaults to `"model"`): `"model"` or `"discriminator"`, for the message.
+
+    Returns:
+        `CheckpointLoadError` or `None`: names the checkpoint, the first `MISMATCHES_SHOWN` tensors that differ (shape,
+        or absent on one side) with both shapes, how many differ in all, the differing fields of `config_file`, and
+        what to do.
+    """
+    differing = [
+        f"{name} {_shape(saved.get(name))} in the checkpoint, {_shape(expected.get(name))} here"
+        for name in [*expected, *(name for name in saved if name not in expected)]  # in the module's order
+        if name not in saved or name not in expected or saved[name].shape != expected[name].shape
+    ]
+    if not differing:
+        return None
+    fields = _differing_config_fields(checkpoint, config_file, config)
+    listed = "; ".join(differing[:MISMATCHES_SHOWN]) + ("; ..." if len(differing) > MISMATCHES_SHOWN else "")
+    fields_words = (
+        f" The {config_file} fields that differ: {'; '.join(fields[:MISMATCHES_SHOWN])}"
+        f"{'; ...' if len(fields) > MISMATCHES_SHOWN else ''}."
+        if fields
+        else ""
+    )
+    flags = "--model_name_or_path / --config_name" if part == "model" else "--discriminator_config_name"
+    return CheckpointLoadError(
+        f"Cannot resume from {checkpoint}: it holds a {part} of another configuration than the one being trained: "
+        f"{len(differing)} of its tensors differ ({listed}).{fields_words} Resume with the same {flags} as the run "
+        "that wrote it, or train this configuration into another --output_dir without --resume_from_checkpoint."
+    )
 
 
 def _load_error(names: str, error: BaseException) -> CheckpointLoadError:
@@ -270,9 +370,29 @@ def naming_trainer_files(checkpoint: str | None):
     none) in a `CheckpointLoadError`."""
     try:
         yield
+    except pickle.UnpicklingError as error:
+        if not is_refused_pickle(error):
+            raise _load_error(_optimizer_files(checkpoint), error) from error
+        refused = next((path for path in _optimizer_paths(checkpoint) if _refuses(path)), _optimizer_files(checkpoint))
+        raise CheckpointLoadError(refused_pickle_message(refused, error)) from error
     except (RuntimeError, OSError, EOFError, ValueError) as error:
-        names = f"{os.path.join(checkpoint, OPTIMIZER_FILE)} or {os.path.join(checkpoint, SCHEDULER_FILE)}"
-        raise _load_error(names, error) from error
+        raise _load_error(_optimizer_files(checkpoint), error) from error
+
+
+def _optimizer_paths(checkpoint: str) -> list[str]:
+    return [os.path.join(checkpoint, OPTIMIZER_FILE), os.path.join(checkpoint, SCHEDULER_FILE)]
+
+
+def _optimizer_files(checkpoint: str) -> str:
+    return " or ".join(_optimizer_paths(checkpoint))
+
+
+def _refuses(path: str) -> bool:
+    """`torch.load(weights_only=True)` refuses `path` (`pickle_problem`); only its pickle is read."""
+    try:
+        return pickle_problem(path) is not None
+    except Exception:  # noqa: BLE001 - a file damaged otherwise is not the refused one: asked of each file in turn
+        return False
 
 
 def load_weights(path: str) -> dict[str, torch.Tensor]:
@@ -284,9 +404,14 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 def torch_load(path: str):
-    """`torch.load` of a state dict on the CPU; a damaged file is named (torch's errors name none)."""
+    """`torch.load` of a state dict on the CPU; a damaged file, or one holding pickled objects other than tensors
+    (refused for safety), is named (torch's errors name none)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if is_refused_pickle(error):
+            raise CheckpointLoadError(refused_pickle_message(path, error)) from error
+        raise _load_error(path, error) from error
     except (RuntimeError, OSError, EOFError) as error:
         raise _load_error(path, error) from error
 

@@ -5,8 +5,10 @@
   leaves no `checkpoint-N`, only a `partial-checkpoint-N` that the next run removes (`remove_partial_checkpoints`).
   `Trainer`'s checkpoint rotation and `get_last_checkpoint` only look at `checkpoint-*`: they never see a partial one.
 - Reading: `verify_checkpoint` checks that the files a resume loads are there and whole (safetensors headers cover
-  their files, `.pt` / `.pth` zip archives have their central directory, JSON files parse) without reading the
-  weights; `newest_intact_checkpoint` is what `--resume_from_checkpoint True` resumes from.
+  their files, `.pt` / `.pth` zip archives have their central directory and unpickle with `weights_only=True`, JSON
+  files parse) without reading the weights; `newest_intact_checkpoint` is what `--resume_from_checkpoint True`
+  resumes from. A pickle that holds objects other than tensors is refused for safety, naming the file
+  (`pickle_problem`), before `Trainer` meets it with torch's raw message.
 - Room: `estimate_checkpoint_bytes` prices one checkpoint from the parameter counts; `check_room` refuses to start a
   run whose output folder cannot be written or cannot hold the checkpoints it keeps.
 - Errors: `describe_save_failure` says what went wrong in a save (no space, permission, path) in words.
@@ -19,6 +21,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -26,10 +29,12 @@ import zipfile
 
 import torch
 from safetensors import safe_open
+from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from recipe.errors import InputError
-from recipe.folders import publish_folder
+from recipe.folders import format_bytes, publish_folder
+from recipe.hub_access import is_refused_pickle, refused_pickle_reason
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +108,8 @@ def file_problem(path: str) -> str | None:
     """Why the file at `path` cannot be loaded (missing, empty, truncated, not parseable), or None.
 
     Reads headers only: a safetensors header must cover the whole file, a `.pt` / `.pth` / `.bin` zip archive must
-    have its central directory (the end of the file), a `.json` file must parse.
+    have its central directory (the end of the file) and a `.pt` / `.pth` one unpickle safely (`pickle_problem`), a
+    `.json` file must parse.
     """
     if not os.path.isfile(path):
         return "missing"
@@ -116,12 +122,34 @@ def file_problem(path: str) -> str | None:
         elif path.endswith((".pt", ".pth", ".bin")):
             with zipfile.ZipFile(path):
                 pass
+            if not path.endswith(".bin"):  # training_args.bin is a pickle of arguments, which a resume never loads
+                return pickle_problem(path)
         elif path.endswith(".json"):
             with open(path, encoding="utf-8") as handle:
                 json.load(handle)
     except Exception as error:  # noqa: BLE001 - the failure is the answer: returned, never dropped
         # OSError, json / zip errors, and safetensors' own SafetensorError (no common base but Exception)
         return f"damaged ({type(error).__name__}: {error})"
+    return None
+
+
+def pickle_problem(path: str) -> str | None:
+    """Why `torch.load(path, weights_only=True)` refuses the file (it holds pickled objects other than tensors,
+    `recipe.hub_access.refused_pickle_reason`), or None.
+
+    The file is memory-mapped (`mmap=True`): only its pickle is read, not its tensors. numpy's RNG state is allowed,
+    as `Trainer` allows it when it loads `rng_state.pth` (`safe_globals`).
+
+    Raises:
+        Whatever else `torch.load` raises (a damaged file): `file_problem` reports it as damage.
+    """
+    try:
+        with safe_globals():
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        if not is_refused_pickle(error):
+            raise
+        return refused_pickle_reason(error)
     return None
 
 
@@ -217,14 +245,6 @@ def checkpoints_to_hold(args) -> int:
     if args.save_total_limit:
         held = max(args.save_total_limit, 2 if args.load_best_model_at_end else 1) + 1
     return max(1, min(saves, held, FEW_CHECKPOINTS))
-
-
-def format_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(size) < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def check_writable(folder: str) -> None:

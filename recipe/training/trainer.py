@@ -1,11 +1,12 @@
 """`VitsTrainer`: the `transformers.Trainer` that fine-tunes a `VitsForTraining` with its discriminator.
 
 What it changes in `Trainer`, and why (each hook delegates to the part named in brackets):
-    - `training_step`: the generator's forward, loss and backward, then the discriminator's own update on the
-      detached generated audio, with its own AdamW optimizer and schedule prepared by the trainer's accelerator
-      (DDP, mixed precision) (`discriminator_update`). While the generator's adversarial terms are computed the
-      discriminator's weights do not require grad (`frozen`), so the generator's backward leaves the discriminator's
-      gradients untouched (`None`).
+    - `training_step`: the generator's forward, one discriminator pass over the real and generated audio that both
+      objectives share, the discriminator's backward (into its parameters only), the generator's (into the
+      generator's only), then the discriminator's step, with its own AdamW optimizer, schedule and fp16 scaler
+      (`discriminator_update`); the same gradients as VITS's two passes (scored again on detached audio), one
+      discriminator forward fewer. fp16 runs on a CPU too, and a step its scalers skip does not advance a schedule
+      (`fp16`).
     - `compute_loss` / `prediction_step` / `evaluation_loop` / `log`: the loss components (`mel`, `kl`, `duration`,
       `generator`, `feature_matching`, `amplitude`, `l2sp`, `discriminator`, ...) are summed on the device and
       averaged over the logging window (training) or the eval split (`eval_` prefix), reduced over processes once per
@@ -28,7 +29,10 @@ What it changes in `Trainer`, and why (each hook delegates to the part named in 
     - `train`: checks the output folder (writable, room for a few checkpoints) before the first step; resumes only
       from an intact checkpoint (`--resume_from_checkpoint True`: the newest intact one, skipping damaged ones with
       a warning each); on Ctrl-C / SIGTERM finishes the step, saves and raises `TrainingInterrupted` (`signals`);
-      turns a broken connection between processes into an error that says so (`peer_failure`).
+      turns a broken connection between processes into an error that says so (`peer_failure`); logs the checkpoint
+      it resumes from and its step (`resume_log`).
+    - Printed logs: each log once, as `TrainingLogLineCallback`'s line (transformers' printed dicts removed), the
+      progress bar on a terminal only (`callbacks.show_progress_as_log_lines`).
     - Batches carry their clips' paths (`VitsDataCollator`'s `paths`): a non-finite loss is reported with the clips
       of the batch it came from, without a host sync per step (`non_finite`).
 
@@ -37,7 +41,6 @@ The parts are modules of `recipe.training`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -46,10 +49,12 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from recipe.model.losses import L2SPReference, LossWeights, generator_objective
-from recipe.training import checkpoint_layout
+from recipe.training import checkpoint_layout, resume_log
+from recipe.training.callbacks import show_progress_as_log_lines
 from recipe.training.checkpoint_hooks import CheckpointAwareCallback
 from recipe.training.checkpoints import commit, estimate_checkpoint_bytes, partial_path
 from recipe.training.discriminator_update import DiscriminatorUpdate
+from recipe.training.fp16 import SkippedStepsFromScale, enable_fp16_on_cpu
 from recipe.training.loss_window import LossWindow
 from recipe.training.non_finite import NonFiniteTracker
 from recipe.training.peer_failure import peer_failure_error
@@ -57,23 +62,6 @@ from recipe.training.signals import StopOnSignalCallback, StopRequest, TrainingI
 from recipe.training.step_plan import StepPlan, bound_max_steps, schedule_at, time_budget
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def frozen(module: torch.nn.Module):
-    """Turn `requires_grad` off for `module`'s parameters inside the block (restored on exit).
-
-    Gradients still flow through the module to its inputs; none reach its own weights.
-    """
-    parameters = list(module.parameters())
-    flags = [parameter.requires_grad for parameter in parameters]
-    for parameter in parameters:
-        parameter.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for parameter, flag in zip(parameters, flags):
-            parameter.requires_grad_(flag)
 
 
 class VitsTrainer(Trainer):
@@ -112,6 +100,8 @@ class VitsTrainer(Trainer):
         self.step_plan = StepPlan()
         cap = bound_max_steps(args)  # the user's own --max_steps, which the plan never exceeds
         super().__init__(model=model, args=args, **kwargs)
+        enable_fp16_on_cpu(self.accelerator)  # before the model and optimizers are prepared
+        self.add_callback(SkippedStepsFromScale())
         if discriminator is not None:
             discriminator.to(self.args.device)
         self.budget = time_budget(self.args, self.eval_dataset, self.step_plan, self.replan, cap, budget_started_at)
@@ -119,6 +109,7 @@ class VitsTrainer(Trainer):
             self.add_callback(self.budget)
         self.stop_request = StopRequest()
         self.add_callback(StopOnSignalCallback(self.stop_request))
+        show_progress_as_log_lines(self)  # each log printed once, as the recipe's line; a bar only on a terminal
 
     @property
     def discriminator_optimizer(self):
@@ -128,47 +119,49 @@ class VitsTrainer(Trainer):
     # -- training -------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The generator's loss (`generator_objective`); its components are recorded for logging.
-
-        The discriminator's weights are frozen while it scores the generated audio (see `frozen`).
-        """
+        """The generator's loss (`generator_objective`); its components are recorded for logging. With
+        `return_outputs`, also `(outputs, discriminated)`: the training forward's output and the discriminator's pass
+        over it (`None` without a discriminator), which the discriminator's objective shares."""
         outputs = model(**inputs)
-        frozen_discriminator = (
-            frozen(self.discriminator) if self.discriminator is not None else contextlib.nullcontext()
-        )
-        # the unwrapped discriminator: its DDP wrapper would wait for gradients that frozen weights never get;
+        discriminated = None
+        if self.discriminator is not None:
+            discriminated = self.discriminator_update.discriminate(self.accelerator, outputs, training=model.training)
         # autocast by hand, as accelerate only adds it to the forward of the modules it prepared
-        with frozen_discriminator as discriminator, self.accelerator.autocast():
+        with self.accelerator.autocast():
             loss, components = generator_objective(
                 outputs,
                 self.loss_weights,
-                discriminator=discriminator,
+                discriminated,
                 l2sp=self.l2sp,
                 model=self.model.vits if self.l2sp is not None else None,
             )
         self.loss_windows["train" if model.training else "eval"].record(components)
-        return (loss, outputs) if return_outputs else loss
+        return (loss, (outputs, discriminated)) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """Generator forward + backward, then the discriminator's update on the same (detached) generated audio."""
+        """The generator's forward and one discriminator pass; the discriminator's backward, the generator's, then
+        the discriminator's step (the generator's is Trainer's). Each backward reaches only its own network."""
         model.train()  # evaluation and the callbacks' synthesis put it in eval mode
         paths = inputs.pop("paths", None)
         inputs = self._prepare_inputs(inputs)
         with self.non_finite.naming_broken_weights(model, self.state.global_step, self._where_to_resume):
             with self.compute_loss_context_manager():
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss, (_, discriminated) = self.compute_loss(model, inputs, return_outputs=True)
         # kept on the device: read at the next log (or failure), so naming the clips adds no sync per step
         self.non_finite.track(self.state.global_step + 1, paths, loss)
         # a per-batch mean: scale it for gradient accumulation as Trainer does
-        loss = loss / self.current_gradient_accumulation_steps
-        self.accelerator.backward(loss)
-        if self.discriminator is not None:
-            self._discriminator_step(outputs)
-        return loss.detach()
-
-    def _discriminator_step(self, outputs) -> None:
         accumulation = self.current_gradient_accumulation_steps
-        self.loss_windows["train"].record(self.discriminator_update.step(self.accelerator, outputs, accumulation))
+        loss = loss / accumulation
+        if discriminated is None:
+            self.accelerator.backward(loss)
+            return loss.detach()
+        # the discriminator's backward first: it keeps the shared pass's graph, which the generator's then frees
+        self.loss_windows["train"].record(self.discriminator_update.backward(discriminated, accumulation))
+        self.accelerator.backward(
+            loss, inputs=[parameter for parameter in model.parameters() if parameter.requires_grad]
+        )
+        self.discriminator_update.step(self.accelerator)
+        return loss.detach()
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The generator's schedule, then the discriminator's optimizer and schedule, for the planned steps."""
@@ -198,9 +191,9 @@ class VitsTrainer(Trainer):
         inputs.pop("paths", None)  # clip names, for training-time reports only
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-            if self.discriminator is not None:
-                self.loss_windows["eval"].record(self.discriminator_update.evaluate(self.accelerator, outputs))
+            loss, (_, discriminated) = self.compute_loss(model, inputs, return_outputs=True)
+            if discriminated is not None:
+                self.loss_windows["eval"].record(self.discriminator_update.evaluate(discriminated))
         return loss.detach(), None, None
 
     def evaluation_loop(
@@ -235,7 +228,7 @@ class VitsTrainer(Trainer):
             `CheckpointLoadError`: the checkpoint to resume from is damaged (or none is intact).
         """
         run_dir = self._get_output_dir(trial)
-        resume = checkpoint_layout.resolve_resume(resume_from_checkpoint, run_dir, self._checkpoint_files())
+        resume = resume_log.resolve_resume(resume_from_checkpoint, run_dir, self._checkpoint_files())
         if self.args.should_save:
             checkpoint_layout.check_output_folder(run_dir, self.model, self.discriminator, self.args)
         with self.stop_request.listening():
