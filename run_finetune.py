@@ -25,33 +25,32 @@ import time
 
 import datasets
 import transformers
-from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
+from transformers import set_seed
 
-from recipe import voices
 from recipe.audio import SpectrogramConfig
 from recipe.data.collator import VitsDataCollator
 from recipe.data.pipeline import prepare_datasets
 from recipe.data.replay import mix_replay, replay_args
-from recipe.errors import ArgumentsError, InputError, MissingInputError, run_command
-from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
+from recipe.errors import ArgumentsError, run_command
 from recipe.model.losses import L2SPReference
-from recipe.model.preparation import prepare_for_training
 from recipe.model.training_forward import VitsForTraining
-from recipe.model.vocabulary import (
-    extend_text_embeddings,
-    extend_vocabulary,
-    parse_init_map,
-    prepare_embeddings_for_training,
-)
 from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
 from recipe.training.amplitude_probe import reference_rms_from_dataset
-from recipe.training.arguments import ModelArguments
 from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback, configure_progress_bars
 from recipe.training.parser import RecipeArgumentParser
 from recipe.training.run_lock import holding_output_dir
+from recipe.training.run_setup import (
+    check_vocabulary,
+    extend_tokenizer,
+    load_model_config,
+    load_model_for_training,
+    load_run_discriminator,
+    load_tokenizer,
+)
 from recipe.training.signals import ForcedStop, TrainingInterrupted
 from recipe.training.trainer import VitsTrainer
-from recipe.voices.lineage import append_round, read_lineage, resolve_discriminator, round_entry, write_lineage
+from recipe.voices.lineage import append_round, read_lineage, round_entry, write_lineage
+from recipe.voices.speaker_map import write_speaker_map
 
 logger = logging.getLogger("run_finetune")
 
@@ -96,82 +95,6 @@ def resume_command(argv: list[str], checkpoint: str) -> str:
         "accelerate launch <the same launch options>" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
     )
     return f"{launcher} {shlex.join([script, *kept, '--resume_from_checkpoint', checkpoint])}"
-
-
-def load_tokenizer(model_args: ModelArguments) -> VitsTokenizer:
-    """The tokenizer of `--tokenizer_name`, else of `--model_name_or_path` (`recipe.voices.load_tokenizer`)."""
-    name = model_args.tokenizer_name or model_args.model_name_or_path
-    if name is None:
-        raise ArgumentsError("Give --tokenizer_name (or --model_name_or_path, whose tokenizer is then used)")
-    flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
-    try:
-        return voices.load_tokenizer(name, revision=model_args.model_revision, token=model_args.token, flag=flag)
-    except InputError:  # the recipe's own messages (no such folder, the Hub unreachable) already name the flag
-        raise
-    except OSError as error:  # transformers' "not a local folder and not a valid model identifier", and the like
-        raise ArgumentsError(f"{flag} {name!r}: could not load a tokenizer from it: {error}") from error
-
-
-def load_model_config(model_args: ModelArguments) -> VitsConfig:
-    if model_args.model_name_or_path is not None and model_args.config_name is not None:
-        # ModelArguments refuses it at parsing; a ModelArguments changed after that must not lose one silently
-        raise ArgumentsError(
-            f"Give --model_name_or_path ({model_args.model_name_or_path!r}) or --config_name "
-            f"({model_args.config_name!r}), not both"
-        )
-    if model_args.model_name_or_path is not None:
-        try:
-            return voices.load_voice_config(
-                model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
-            )
-        except InputError:
-            raise
-        except OSError as error:
-            raise ArgumentsError(
-                f"--model_name_or_path {model_args.model_name_or_path!r}: could not load a VitsModel config from it: "
-                f"{error}"
-            ) from error
-    if model_args.config_name is not None:
-        if not os.path.isfile(model_args.config_name):
-            raise MissingInputError(f"--config_name {model_args.config_name}: no such VitsConfig JSON file")
-        return voices.load_voice_config(model_args.config_name)
-    raise ArgumentsError("Give --model_name_or_path (a VitsModel to fine-tune) or --config_name (a VitsConfig JSON)")
-
-
-def load_model(model_args: ModelArguments, config: VitsConfig) -> VitsModel:
-    if model_args.model_name_or_path is not None:
-        return voices.load_voice(
-            model_args.model_name_or_path, revision=model_args.model_revision, token=model_args.token
-        )
-    logger.info(f"Building a randomly initialized VitsModel from {model_args.config_name}")
-    return voices.model_from_config(config)
-
-
-def load_discriminator_config(model_args: ModelArguments) -> DiscriminatorConfig | None:
-    name = model_args.discriminator_config_name
-    if name is None:
-        return None
-    if model_args.discriminator != "random":
-        raise ArgumentsError(
-            f"--discriminator_config_name describes a fresh discriminator; --discriminator is {model_args.discriminator!r}"
-        )
-    if not os.path.isfile(name):
-        raise MissingInputError(f"--discriminator_config_name {name}: no such JSON file")
-    with open(name) as handle:
-        fields = json.load(handle)
-    try:
-        return DiscriminatorConfig(**fields)
-    except TypeError as error:
-        raise ArgumentsError(f"{name}: not a DiscriminatorConfig ({error})") from error
-
-
-def check_vocabulary(tokenizer, config: VitsConfig) -> None:
-    largest_id = max(tokenizer.get_vocab().values())
-    if largest_id >= config.vocab_size:
-        raise ArgumentsError(
-            f"The tokenizer has ids up to {largest_id} but the model's vocab_size is {config.vocab_size}: "
-            "they do not belong together (check --tokenizer_name)"
-        )
 
 
 def hours_of_audio(dataset, sampling_rate: int) -> float:
@@ -236,25 +159,6 @@ def configure_logging(training_args) -> None:
     configure_progress_bars(on_terminal=not training_args.disable_tqdm)
 
 
-def extend_tokenizer(model_args, data_args, training_args, tokenizer) -> tuple[object, list[str]]:
-    """With `--extend_vocabulary`, the tokenizer with the data's new letters and those letters (the main process
-    writes `vocabulary_report.json`); otherwise the tokenizer unchanged and no letters."""
-    if not model_args.extend_vocabulary:
-        return tokenizer, []
-    if voices.tokenizer_kind(tokenizer) == "piper_phonemes":
-        raise ArgumentsError(
-            f"--extend_vocabulary adds letters to a character vocabulary; the tokenizer of "
-            f"{model_args.tokenizer_name or model_args.model_name_or_path} ({type(tokenizer).__name__}) maps phonemes "
-            "and has no letters to add"
-        )
-    tokenizer, vocabulary_report = extend_vocabulary(data_args, tokenizer, token=model_args.token)
-    if training_args.process_index == 0:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, "vocabulary_report.json"), "w", encoding="utf-8") as f:
-            json.dump(vocabulary_report, f, ensure_ascii=False, indent=2)
-    return tokenizer, [entry["character"] for entry in vocabulary_report["added"]]
-
-
 def build_features(model_args, data_args, training_args, tokenizer, config) -> tuple[dict, dict, object]:
     """The splits, the data report, and the training set (mixed with the replay data with `--replay_dataset_name`).
 
@@ -283,31 +187,6 @@ def build_features(model_args, data_args, training_args, tokenizer, config) -> t
     return splits, data_report, train_dataset
 
 
-def load_model_for_training(model_args, config, tokenizer, added_characters: list[str]) -> tuple[VitsModel, list]:
-    """The model to fine-tune, with embeddings for the new letters, prepared for training; and the callbacks that
-    keep the original embeddings frozen (`--freeze_original_embeddings`)."""
-    vits = load_model(model_args, config)
-    new_token_ids = []
-    if added_characters:
-        new_token_ids = extend_text_embeddings(
-            vits, tokenizer, added_characters, parse_init_map(model_args.init_new_tokens_from)
-        )
-    vits = prepare_for_training(vits, model_args)
-    _, embedding_callbacks = prepare_embeddings_for_training(
-        vits, new_token_ids, freeze_original=model_args.freeze_original_embeddings
-    )
-    return vits, embedding_callbacks
-
-
-def load_run_discriminator(model_args):
-    """The discriminator of `--discriminator`; `auto` (resolved in `model_args`, which the lineage records) is the
-    starting folder's discriminator when a previous round saved one."""
-    model_args.discriminator = resolve_discriminator(
-        model_args.discriminator, model_args.model_name_or_path, model_args.discriminator_config_name
-    )
-    return load_discriminator(model_args.discriminator, load_discriminator_config(model_args))
-
-
 def resume_argument(resume):
     """`--resume_from_checkpoint` as `Trainer.train` takes it: `True` for "true" / "last" (the newest intact
     checkpoint-N in output_dir), `None` for "false" / "none" / "", else unchanged (a folder)."""
@@ -318,13 +197,17 @@ def resume_argument(resume):
     return resume
 
 
-def record_lineage(trainer, model_args, data_args, round_hours: float, added_characters: list[str]) -> list[dict]:
+def record_round(
+    trainer, model_args, data_args, round_hours: float, added_characters: list[str], speakers: dict | None
+) -> list[dict]:
     """The starting folder's rounds plus this one (for the next round and the model card), written by the main
-    process into output_dir."""
+    process into output_dir beside the saved model, with the speaker map of a `--speakers` run."""
     entry = round_entry(model_args, data_args, trainer.state.global_step, round_hours, added_characters)
     lineage = append_round(read_lineage(model_args.model_name_or_path), entry)
     if trainer.is_world_process_zero():
         write_lineage(trainer.args.output_dir, lineage)
+        if speakers is not None:
+            write_speaker_map(trainer.args.output_dir, speakers)
     return lineage
 
 
@@ -362,7 +245,9 @@ def main(argv: list[str] | None = None) -> dict:
             return {"data_report": data_report}
 
         # 4. Model, discriminator and the reference of the starting weights
-        vits, embedding_callbacks = load_model_for_training(model_args, config, tokenizer, added_characters)
+        vits, embedding_callbacks, speakers = load_model_for_training(
+            model_args, data_args, config, tokenizer, added_characters, splits["train"]
+        )
         model = VitsForTraining(vits, segment_size=training_args.segment_size)
         discriminator = load_run_discriminator(model_args)
         l2sp = L2SPReference(vits) if training_args.l2sp_weight > 0 else None
@@ -390,8 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = dict(train_result.metrics)
         metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
         # this round's own data, without the replay
-        lineage = record_lineage(
-            trainer, model_args, data_args, hours_of_audio(splits["train"], sampling_rate), added_characters
+        lineage = record_round(
+            trainer, model_args, data_args, hours_of_audio(splits["train"], sampling_rate), added_characters, speakers
         )
         if trainer.budget is not None:
             metrics["stopped_by_time_budget"] = trainer.budget.stopped_by_budget

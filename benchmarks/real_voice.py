@@ -346,6 +346,29 @@ def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> Non
     results[name] = figures
 
 
+# the folders of the stages a work dir can share with another (`--share_from`)
+SHARED_STAGES = {
+    "render": ("joe", "joe_heldout", "second", "second_heldout"),
+    "import": ("joe_imported",),
+    "warmup": ("joe_warm",),
+}
+
+
+def share(base: str, work: str, results: dict) -> None:
+    """Link `base`'s render, import and warm-up folders into `work` and take their results, so that those stages
+    count as done here."""
+    with open(os.path.join(base, "results.json")) as handle:
+        base_results = json.load(handle)
+    for stage, folders in SHARED_STAGES.items():
+        if stage not in base_results:
+            raise SystemExit(f"--share_from {base}: its {stage} stage has not run")
+        for folder in folders:
+            link = os.path.join(work, folder)
+            if not os.path.lexists(link):
+                os.symlink(os.path.join(base, folder), link)
+        results[stage] = base_results[stage]
+
+
 def main(argv=None) -> dict:
     from recipe.piper.warmup import WARMUP_BATCH_SIZE, WARMUP_LEARNING_RATE, WARMUP_STEPS
 
@@ -358,6 +381,12 @@ def main(argv=None) -> dict:
         type=int,
         default=None,
         help="seed of the fine-tunes (default: --seed); another value on the same sentences measures run-to-run spread",
+    )
+    parser.add_argument(
+        "--share_from",
+        default=None,
+        help="a work dir whose render, import and warm-up this one uses (linked, with their results), e.g. to run "
+        "the fine-tunes in another --precision or --train_seed from the same warm-up",
     )
     parser.add_argument(
         "--precision",
@@ -394,6 +423,8 @@ def main(argv=None) -> dict:
     os.makedirs(args.work_dir, exist_ok=True)
     results_path = os.path.join(args.work_dir, "results.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
+    if args.share_from:
+        share(os.path.abspath(args.share_from), args.work_dir, results)
     batch = [
         "--per_device_train_batch_size",
         str(args.batch_size),

@@ -84,6 +84,7 @@ KEY_ARGUMENTS = (
     "keep_clips_with_dropped_characters",
     "allow_audio_outside_dataset",
 )
+OPTIONAL_KEY_ARGUMENTS = ("speakers",)
 # Clips per split whose headers `estimate_cache_bytes` reads, spread over the split (a smaller split is read whole):
 # a few milliseconds, whatever the size of the dataset.
 ROOM_SAMPLE_CLIPS = 64
@@ -115,11 +116,16 @@ def feature_cache_key(
 ) -> str:
     """Hash of the source's content, of the featurized `splits` and of every argument the cached features depend on
     (`KEY_ARGUMENTS`)."""
+    arguments = {name: getattr(data_args, name) for name in KEY_ARGUMENTS}
+    # arguments added since, in the key only when given: the caches of runs without them stay valid
+    for name in OPTIONAL_KEY_ARGUMENTS:
+        if getattr(data_args, name, None) is not None:
+            arguments[name] = getattr(data_args, name)
     identity = {
         "version": FEATURE_VERSION,
         "format": source.format,
         "source": source.fingerprint,
-        "arguments": {name: getattr(data_args, name) for name in KEY_ARGUMENTS},
+        "arguments": arguments,
         "tokenizer": _tokenizer_identity(tokenizer),
         "spectrogram": asdict(spectrogram),
         "splits": list(splits),

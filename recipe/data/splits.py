@@ -24,6 +24,7 @@ import numpy as np
 from recipe.audio import AudioDecodeError, audio_duration
 from recipe.data.features import FeatureSettings, audio_path
 from recipe.data.source import DataError, Source
+from recipe.data.speaker_choice import choose_speakers, parse_speakers
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ def probe_seconds(audio, settings: FeatureSettings) -> float | None:
         return None
 
 
-def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings, num_proc: int | None) -> str:
+def _seconds_per_speaker(
+    split: datasets.Dataset, settings: FeatureSettings, num_proc: int | None, flag: str
+) -> Counter:
+    """Readable seconds of audio per speaker id of `split`, from the file headers; unreadable clips weigh 0 s."""
     probed = split.map(
         lambda audio, speaker: {"seconds": probe_seconds(audio, settings), "speaker_key": str(speaker)},
         input_columns=[settings.audio_column, settings.speaker_column],
@@ -81,21 +85,42 @@ def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings,
             seconds[speaker] += duration
     if unreadable:
         logger.warning(
-            "--speaker_id top: %d of %d clips could not be measured (missing, undecodable or outside the dataset; "
-            "the data report counts them by reason) and weigh 0 s",
+            "%s: %d of %d clips could not be measured (missing, undecodable or outside the dataset; the data report "
+            "counts them by reason) and weigh 0 s",
+            flag,
             unreadable,
             len(probed),
         )
     if not seconds or max(seconds.values()) == 0:
-        raise DataError("--speaker_id top: no readable clip in the training split to measure speakers by")
+        raise DataError(f"{flag}: no readable clip in the training split to measure speakers by")
+    return seconds
+
+
+def _speaker_with_most_audio(split: datasets.Dataset, settings: FeatureSettings, num_proc: int | None) -> str:
+    seconds = _seconds_per_speaker(split, settings, num_proc, "--speaker_id top")
     # Ties go to the smallest id, so that the choice never depends on row order.
     return min(seconds, key=lambda speaker: (-seconds[speaker], speaker))
+
+
+def _several_speakers(
+    train: datasets.Dataset, speaker_column: str, data_args, settings: FeatureSettings, num_proc: int | None
+) -> tuple[str, ...]:
+    rule = parse_speakers(data_args.speakers)
+    clips = Counter(str(s) for s in train[speaker_column])
+    seconds = _seconds_per_speaker(train, settings, num_proc, "--speakers") if rule.needs_durations else Counter()
+    chosen, left_out = choose_speakers(rule, seconds, clips)
+    logger.info(
+        "--speakers %s: %d of %d speakers%s", data_args.speakers, len(chosen), len(clips),
+        f"; left out: {'; '.join(left_out[:10])}{' ...' if len(left_out) > 10 else ''}" if left_out else "",
+    )  # fmt: skip
+    return chosen
 
 
 def _select_speakers(
     source: Source, train: datasets.Dataset, data_args, settings: FeatureSettings, num_proc: int | None
 ) -> tuple[str, ...] | None:
-    if data_args.speaker_id is None:
+    flag = "--speakers" if data_args.speakers is not None else "--speaker_id"
+    if data_args.speaker_id is None and data_args.speakers is None:
         return None
     if source.speaker_column is None:
         # an LJSpeech folder has no other column; a Hub / audiofolder dataset may have one that names speakers
@@ -105,10 +130,13 @@ def _select_speakers(
             if others
             else ""
         )
+        value = data_args.speakers if data_args.speakers is not None else data_args.speaker_id
         raise DataError(
-            f"--speaker_id {data_args.speaker_id!r}: {data_args.dataset_name} has no speaker column, so all of it is "
-            f"one speaker's: leave --speaker_id out to use every clip{hint}"
+            f"{flag} {value!r}: {data_args.dataset_name} has no speaker column, so all of it is one speaker's: leave "
+            f"{flag} out to use every clip{hint}"
         )
+    if data_args.speakers is not None:
+        return _several_speakers(train, source.speaker_column, data_args, settings, num_proc)
     if data_args.speaker_id == "top":
         chosen = _speaker_with_most_audio(train, settings, num_proc)
         logger.info("--speaker_id top: keeping speaker %s", chosen)
@@ -120,17 +148,46 @@ def _select_speakers(
     return (data_args.speaker_id,)
 
 
-def _hold_out(train: datasets.Dataset, fraction: float, candidates: list[int]) -> tuple[list[int], list[int]]:
-    """Indices of the eval hold-out (a fixed-seed sample of `candidates`) and of the rest of `train`."""
+def _held_positions(count: int, fraction: float) -> list[int]:
+    """Positions (of `count` candidates) of a fixed-seed `fraction` hold-out: at least one, never all."""
+    held = min(count - 1, max(1, round(fraction * count)))
+    return sorted(int(i) for i in np.random.default_rng(EVAL_HOLDOUT_SEED).permutation(count)[:held])
+
+
+def _check_fraction(fraction: float) -> None:
     if not 0 < fraction < 1:
         raise DataError(f"--eval_fraction must be between 0 and 1, not {fraction}")
+
+
+def _hold_out(train: datasets.Dataset, fraction: float, candidates: list[int]) -> tuple[list[int], list[int]]:
+    """Indices of the eval hold-out (a fixed-seed sample of `candidates`) and of the rest of `train`."""
+    _check_fraction(fraction)
     if len(candidates) < 2:
         raise DataError(f"Cannot hold out an eval split from {len(candidates)} clip(s); add clips or an eval split")
-    count = min(len(candidates) - 1, max(1, round(fraction * len(candidates))))
-    permutation = np.random.default_rng(EVAL_HOLDOUT_SEED).permutation(len(candidates))
-    held = sorted(candidates[i] for i in permutation[:count])
+    held = [candidates[i] for i in _held_positions(len(candidates), fraction)]
     held_set = set(held)
     return held, [i for i in range(len(train)) if i not in held_set]
+
+
+def _hold_out_per_speaker(
+    train: datasets.Dataset, fraction: float, candidates: list[int], speakers: list[str]
+) -> tuple[list[int], list[int]]:
+    """The eval hold-out of a multi-speaker run: `fraction` of each speaker's clips (at least one, when it has two),
+    so that every trained speaker is evaluated; a speaker with one clip trains on it, and is named."""
+    _check_fraction(fraction)
+    by_speaker: dict[str, list[int]] = {}
+    for index in candidates:
+        by_speaker.setdefault(speakers[index], []).append(index)
+    held = []
+    for speaker, indices in sorted(by_speaker.items()):
+        if len(indices) < 2:
+            logger.warning("Speaker %s has one clip: it trains on it and has no eval clip", speaker)
+            continue
+        held.extend(indices[i] for i in _held_positions(len(indices), fraction))
+    if not held:
+        raise DataError("No speaker has two clips to hold one out for evaluation; add clips or an eval split")
+    held_set = set(held)
+    return sorted(held), [i for i in range(len(train)) if i not in held_set]
 
 
 def choose_splits(
@@ -162,7 +219,10 @@ def choose_splits(
     else:
         speakers = [str(s) for s in train[source.speaker_column]]
         candidates = [i for i, speaker in enumerate(speakers) if speaker in selected]
-    held, rest = _hold_out(train, data_args.eval_fraction, candidates)
+    if data_args.speakers is not None:
+        held, rest = _hold_out_per_speaker(train, data_args.eval_fraction, candidates, speakers)
+    else:
+        held, rest = _hold_out(train, data_args.eval_fraction, candidates)
     return train.select(rest), train.select(held), selected, overlap_removed
 
 

@@ -16,8 +16,10 @@ import torch
 from transformers import TrainingArguments
 
 from recipe.data.sources import AUTO, DATASET_FORMAT_HELP, DATASET_FORMATS, check_dataset_format
+from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
+from recipe.training.precision import requested_precision, resolved_precision
 
 
 @dataclass
@@ -135,6 +137,15 @@ class DataArguments:
         default=None,
         metadata={"help": "Keep one speaker: its id, or 'top' for the speaker with the most audio."},
     )
+    speakers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train several speakers into one multi-speaker model, each with its own voice: 'all', 'top:N' "
+            "(the N with the most audio), 'min_minutes:M' (every speaker with at least M minutes) or a "
+            "comma-separated list of ids. A single-speaker model is made multi-speaker (recipe.model.speakers); "
+            "the eval split is held out per speaker. Not with --speaker_id."
+        },
+    )
     min_duration_in_seconds: float = field(default=0.5, metadata={"help": "Drop shorter clips."})
     max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Drop longer clips."})
     max_tokens_length: int = field(default=500, metadata={"help": "Drop texts with more tokens than this."})
@@ -217,6 +228,13 @@ class DataArguments:
     def __post_init__(self):
         # Checked here so that a typo fails at argument parsing, before any data is read.
         check_dataset_format("--dataset_format", self.dataset_format)
+        if self.speakers is not None:
+            if self.speaker_id is not None:
+                raise ValueError(
+                    f"--speaker_id {self.speaker_id!r} keeps one speaker, --speakers {self.speakers!r} several: "
+                    "give one of them"
+                )
+            parse_speakers(self.speakers)
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be between 0 and 1 (exclusive), not {self.eval_fraction}")
         for name in (
@@ -377,10 +395,11 @@ class VitsTrainingArguments(TrainingArguments):
         # precision and devices are settled before `TrainingArguments.__post_init__`, which reads fp16 / bf16 and
         # use_cpu; the recipe's own arguments are checked after it
         self._reject_torch_compile()
-        self._check_precision_flags()
+        self.precision = requested_precision(self.precision, self.fp16, self.bf16)
         self._use_cpu_for_processes_without_gpu()
         self._pin_memory_only_for_an_accelerator()
-        self._resolve_precision()
+        self.precision = resolved_precision(self.precision, self.use_cpu)
+        self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         if self.disable_tqdm is None:
             self.disable_tqdm = not sys.stderr.isatty()
         super().__post_init__()
@@ -401,20 +420,6 @@ class VitsTrainingArguments(TrainingArguments):
                 "discriminator alone."
             )
 
-    def _check_precision_flags(self) -> None:
-        """`--precision` is one of its four values, and an explicit `--fp16` / `--bf16` agrees with it."""
-        self.precision = self.precision.lower()
-        if self.precision not in {"auto", "fp32", "fp16", "bf16"}:
-            raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")
-        if self.fp16 and self.bf16:
-            raise ValueError("--fp16 and --bf16 are exclusive")
-        requested = "fp16" if self.fp16 else "bf16" if self.bf16 else None
-        if requested is not None and self.precision not in {"auto", requested}:
-            raise ValueError(f"--{requested} contradicts --precision {self.precision}")
-        if requested is not None:
-            # an explicit --fp16 / --bf16 wins over auto: a flag that is silently ignored is worse than none
-            self.precision = requested
-
     def _use_cpu_for_processes_without_gpu(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # several processes and no GPU (`accelerate launch --multi_gpu` on CPU): without use_cpu, Trainer sets up
@@ -425,16 +430,6 @@ class VitsTrainingArguments(TrainingArguments):
         if self.use_cpu or not torch.accelerator.is_available():
             # pinned host memory only speeds up copies to an accelerator; without one, torch warns at every DataLoader
             self.dataloader_pin_memory = False
-
-    def _resolve_precision(self) -> None:
-        """`--precision auto` made concrete for the device (after `use_cpu` is settled), then set as fp16 / bf16."""
-        if self.precision == "auto":
-            if self.use_cpu or not torch.cuda.is_available():
-                self.precision = "fp32"
-            else:
-                self.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        self.bf16 = self.precision == "bf16"
-        self.fp16 = self.precision == "fp16"
 
     def _check_segment_size(self) -> None:
         if self.segment_size < 1:

@@ -1,0 +1,170 @@
+"""`--speakers`: several speakers of the data into one multi-speaker model, chosen by rule, each held out for
+evaluation, with the speaker map in the output folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+from conftest import DEMO_DIR, make_tiny_config
+from transformers import VitsModel, pipeline
+
+from recipe.data.pipeline import prepare_datasets
+from recipe.data.source import DataError
+from recipe.data.speaker_choice import SpeakerRule, choose_speakers, parse_speakers
+from recipe.errors import ArgumentsError
+from recipe.training.arguments import DataArguments
+from recipe.voices import load_tokenizer
+from recipe.voices.speaker_map import SPEAKER_MAP_NAME
+from run_finetune import main
+
+COMMON_VOICE = DEMO_DIR / "kmr_common_voice"
+# the demo's four Common Voice speakers, by their training clips (train.tsv, less the dev clips)
+SECONDS = Counter({"a": 300.0, "b": 200.0, "c": 100.0, "dd": 20.0})
+CLIPS = Counter({"a": 12, "b": 6, "c": 4, "dd": 3})
+
+
+def test_the_forms_of_speakers_parse_and_others_are_refused():
+    assert parse_speakers("all") == SpeakerRule("all")
+    assert parse_speakers("top:4") == SpeakerRule("top", 4)
+    assert parse_speakers("min_minutes:1.5") == SpeakerRule("min_minutes", 1.5)
+    assert parse_speakers(" a, b ,a") == SpeakerRule("ids", ids=("a", "b"))
+    for bad in ("top:1", "top:x", "min_minutes:0", " , "):
+        with pytest.raises(ValueError, match="all, top:N"):
+            parse_speakers(bad)
+
+
+def test_speakers_are_chosen_by_rule_and_the_others_are_said_why():
+    chosen, left_out = choose_speakers(parse_speakers("top:2"), SECONDS, CLIPS)
+    assert chosen == ("a", "b") and left_out == [
+        "c: rank 3 by audio, beyond top:2",
+        "dd: rank 4 by audio, beyond top:2",
+    ]
+    chosen, left_out = choose_speakers(parse_speakers("min_minutes:2"), SECONDS, CLIPS)
+    assert chosen == ("a", "b") and any(line.startswith("c: 1.67 minutes") for line in left_out)
+    assert choose_speakers(parse_speakers("all"), Counter(), CLIPS)[0] == ("a", "b", "c", "dd")
+    assert choose_speakers(parse_speakers("dd,a"), Counter(), CLIPS)[0] == ("a", "dd")
+
+
+def test_unknown_ids_name_the_closest_real_ones_and_the_biggest():
+    with pytest.raises(DataError, match=r"'d': closest 'dd'.*most clips: 'a' \(12 clips\)"):
+        choose_speakers(parse_speakers("a,d"), Counter(), CLIPS)
+    with pytest.raises(DataError, match="needs at least two"):
+        choose_speakers(parse_speakers("min_minutes:4"), SECONDS, CLIPS)
+
+
+def _prepare(tmp_path, dataset, speakers, tokenizer):
+    data_args = DataArguments(dataset_name=str(dataset), cache_dir=str(tmp_path / "cache"), speakers=speakers)
+    config = make_tiny_config(vocab_size=len(tokenizer))
+    return prepare_datasets(data_args, tokenizer, config, str(tmp_path / "out"))
+
+
+def test_top_speakers_of_common_voice_train_and_evaluate(tmp_path):
+    tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
+    splits, report = _prepare(tmp_path, COMMON_VOICE, "top:2", tokenizer)
+    names = splits["train"].features["speaker_id"].names
+    assert len(names) == 2 and set(splits["train"]["speaker_id"]) == {0, 1}
+    assert set(splits["eval"]["speaker_id"]) <= {0, 1}  # the dev split, less the other speakers
+    assert report["train"]["speaker_id"] == list(names)
+
+
+def test_without_an_eval_split_every_speaker_is_held_out_for_evaluation(tmp_path):
+    folder = tmp_path / "cv"
+    shutil.copytree(COMMON_VOICE, folder)
+    for name in ("dev.tsv", "test.tsv", "validated.tsv"):
+        (folder / name).unlink()
+    tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
+    splits, _ = _prepare(tmp_path, folder, "all", tokenizer)
+    assert len(splits["train"].features["speaker_id"].names) == 4
+    assert set(splits["eval"]["speaker_id"]) == {0, 1, 2, 3}, "each speaker has eval clips"
+
+
+def test_speakers_need_a_speaker_column_and_exclude_speaker_id(tmp_path):
+    tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
+    with pytest.raises(DataError, match="--speakers 'all': .* has no speaker column"):
+        _prepare(tmp_path, DEMO_DIR / "kmr_ljspeech", "all", tokenizer)
+    with pytest.raises(ValueError, match="give one of them"):
+        DataArguments(dataset_name=str(COMMON_VOICE), speakers="all", speaker_id="top")
+
+
+def _run(tmp_path, output, *model_and_extra):
+    """Two steps of the demo's settings on the Common Voice demo; `model_and_extra` gives the model and more flags."""
+    return main(
+        [
+            *model_and_extra,
+            "--dataset_name",
+            str(COMMON_VOICE),
+            "--output_dir",
+            str(output),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "4",
+            "--discriminator",
+            "none",
+            "--logging_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--segment_size",
+            "8",
+        ]  # fmt: skip
+    )
+
+
+TINY = [
+    "--config_name",
+    str(DEMO_DIR / "tiny_model" / "config.json"),
+    "--tokenizer_name",
+    str(DEMO_DIR / "tiny_model"),
+]
+
+
+def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_map(tmp_path):
+    output = tmp_path / "out"
+    _run(tmp_path, output, *TINY, "--speakers", "all")
+    reloaded = VitsModel.from_pretrained(output)
+    assert reloaded.config.num_speakers == 4
+    mapping = json.loads((output / SPEAKER_MAP_NAME).read_text())
+    assert [entry["id"] for entry in mapping["speakers"]] == [0, 1, 2, 3]
+    assert all(entry["train_minutes"] > 0 for entry in mapping["speakers"])
+    tts = pipeline("text-to-speech", model=str(output))
+    for speaker in (0, 3):
+        assert len(tts("roj baş", forward_params={"speaker_id": speaker})["audio"].reshape(-1)) > 0
+    with pytest.raises(ValueError, match="range 0-3"):
+        tts("roj baş", forward_params={"speaker_id": 4})
+
+    # a second round on the same speakers goes on from the saved map
+    _run(tmp_path, tmp_path / "again", "--model_name_or_path", str(output), "--speakers", "all")
+    assert (
+        json.loads((tmp_path / "again" / SPEAKER_MAP_NAME).read_text())["speakers"][0]["name"]
+        == (mapping["speakers"][0]["name"])
+    )
+
+
+def test_a_multi_speaker_model_is_refused_speakers_its_map_does_not_name(tmp_path):
+    folder = tmp_path / "model"
+    model = VitsModel(make_tiny_config(vocab_size=36, num_speakers=2, speaker_embedding_size=8))
+    model.save_pretrained(folder)
+    load_tokenizer(str(DEMO_DIR / "tiny_model")).save_pretrained(folder)
+    (folder / SPEAKER_MAP_NAME).write_text(
+        json.dumps({"speakers": [{"id": 0, "name": "x"}, {"id": 1, "name": "y"}], "dataset": None})
+    )
+    with pytest.raises(ArgumentsError, match=r"--speakers chose 2 speakers \[.*\], but .* has 2 \[x, y\]"):
+        _run(tmp_path, tmp_path / "out", "--model_name_or_path", str(folder), "--speakers", "top:2")
+    assert torch.equal(VitsModel.from_pretrained(folder).embed_speaker.weight, model.embed_speaker.weight)
