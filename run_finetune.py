@@ -50,7 +50,7 @@ from recipe.training.run_setup import (
 from recipe.training.signals import ForcedStop, TrainingInterrupted
 from recipe.training.trainer import VitsTrainer
 from recipe.voices.lineage import append_round, read_lineage, round_entry, write_lineage
-from recipe.voices.speaker_map import write_speaker_map
+from recipe.voices.speaker_map import read_speaker_map, write_speaker_map
 
 logger = logging.getLogger("run_finetune")
 
@@ -320,6 +320,7 @@ def push(trainer, model_args, data_args, training_args, metrics: dict, lineage: 
         language=getattr(trainer.processing_class, "language", None),
         lineage=lineage,
         model_config=model_config,
+        speakers=read_speaker_map(training_args.output_dir),
     )
     repo_id = push_to_hub(
         training_args.output_dir,

@@ -32,6 +32,7 @@ from recipe.export.dependencies import require  # noqa: E402
 from recipe.text import encode_text  # noqa: E402
 from recipe.voices import load_tokenizer, load_voice  # noqa: E402
 from recipe.voices.lineage import write_lineage  # noqa: E402
+from recipe.voices.speaker_map import read_speaker_map, speaker_map, write_speaker_map
 from recipe.voices.synthesis import synthesize  # noqa: E402
 
 # An MMS-like character vocabulary that Piper's text mode can express (no precomposed letters): id 0 is the pad,
@@ -197,8 +198,12 @@ def test_export_check_and_readme(model_dir, exports):
 def test_multi_speaker_voice_keeps_its_speakers(tmp_path):
     sherpa_onnx = pytest.importorskip("sherpa_onnx")
     model_dir = save_model(tmp_path / "model", num_speakers=3, speaker_embedding_size=8)
+    names = ["client-a", "client-b", "client-c"]
+    write_speaker_map(model_dir, speaker_map(names, {0: 60.0, 1: 120.0, 2: 30.0}, "cv"))
     result = export_voice(model_dir, "sherpa-onnx", str(tmp_path / "out"))
-    assert result.check["speaker_id"] == 2 and result.check["passed"]
+    # every speaker checked in the runtime against VitsModel (0, the middle one, the last)
+    assert result.check["speaker_ids_checked"] == [0, 1, 2] and result.check["passed"]
+    assert read_speaker_map(result.output_dir)["speakers"][1] == {"id": 1, "name": "client-b", "train_minutes": 2.0}
     vits = sherpa_onnx.OfflineTtsVitsModelConfig(
         model=result.graph_path, tokens=str(tmp_path / "out" / "tokens.txt"), noise_scale=0.0, noise_scale_w=0.0
     )
@@ -213,9 +218,15 @@ def test_multi_speaker_voice_keeps_its_speakers(tmp_path):
     assert_parity(tts.generate(TEXT, generation).samples, speaker_1)
     assert not np.allclose(model_waveform(model_dir, TEXT, speaker_id=0)[:1000], speaker_1[:1000])
 
+    onnx_export = export_voice(model_dir, "onnx", str(tmp_path / "onnx"))
+    assert onnx_export.check["speaker_ids_checked"] == [0, 1, 2] and read_speaker_map(onnx_export.output_dir)
+
     piper = pytest.importorskip("piper")
-    voice = piper.PiperVoice.load(export_voice(model_dir, "piper", str(tmp_path / "piper")).graph_path)
+    piper_export = export_voice(model_dir, "piper", str(tmp_path / "piper"))
+    voice = piper.PiperVoice.load(piper_export.graph_path)
     assert voice.config.num_speakers == 3
+    with open(piper_export.graph_path + ".json", encoding="utf-8") as handle:
+        assert json.load(handle)["speaker_id_map"] == {"client-a": 0, "client-b": 1, "client-c": 2}
     syn_config = piper.SynthesisConfig(
         speaker_id=1, noise_scale=0.0, noise_w_scale=0.0, length_scale=1.0, normalize_audio=False
     )

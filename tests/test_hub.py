@@ -44,6 +44,14 @@ def test_model_card_metadata_and_figures():
     assert "| mel | 21.5000 |" in card.text and "| kl | 1.2500 |" in card.text
     assert "Last amplitude-monitor status: **OK**." in card.text
     assert "| facebook/mms-tts-kmr-script_latin | bible | 0 |" in card.text
+    assert "## Speakers" not in card.text
+
+
+def test_model_card_of_a_multi_speaker_model_lists_its_speakers():
+    speakers = {"speakers": [{"id": 0, "name": "c0ffee", "train_minutes": 4.25}, {"id": 1, "name": "beef"}]}
+    card = build_model_card("facebook/mms-tts-kmr-script_latin", "cv", 0.1, 10, LOSSES, "OK", speakers=speakers)
+    assert 'forward_params={"speaker_id": k}' in card
+    assert "| 0 | c0ffee | 4.2 |" in card and "| 1 | beef | 0.0 |" in card
 
 
 def test_model_card_with_local_paths_and_status_file(tmp_path):

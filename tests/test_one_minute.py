@@ -102,7 +102,7 @@ def test_preset_keeps_text_encoder_and_duration_predictor_fixed(one_minute_run):
 def test_two_rounds_with_new_letters_replay_and_the_saved_discriminator(tmp_path, monkeypatch):
     """Round 1 adds two letters to a vocabulary that lacks them, with the original rows frozen through real AdamW
     steps (weight decay on); round 2 starts from round 1's folder, picks up its discriminator and replays its data."""
-    import run_finetune
+    from recipe.training import run_setup
 
     vocabulary = json.loads((DEMO_DIR / "tiny_model" / "vocab.json").read_text(encoding="utf-8"))
     kept = sorted((token for token in vocabulary if token not in ("ş", "ê")), key=vocabulary.get)
@@ -117,7 +117,7 @@ def test_two_rounds_with_new_letters_replay_and_the_saved_discriminator(tmp_path
     (tmp_path / "config.json").write_text(json.dumps(model_config))
 
     specs = []
-    monkeypatch.setattr(run_finetune, "load_discriminator", lambda spec, *a: specs.append(spec) or _load(spec, *a))
+    monkeypatch.setattr(run_setup, "load_discriminator", lambda spec, *a: specs.append(spec) or _load(spec, *a))
     common = dict(
         cache_dir=str(tmp_path / "cache"),
         max_steps=3,

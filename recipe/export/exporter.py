@@ -28,6 +28,7 @@ from recipe.export.readme import write_readme
 from recipe.text import pre_vocabulary_text
 from recipe.voices.lineage import read_lineage
 from recipe.voices.loading import tokenizer_kind
+from recipe.voices.speaker_map import read_speaker_map, write_speaker_map
 
 FORMATS = {"piper": piper_layout, "sherpa-onnx": sherpa_layout, "onnx": onnx_layout}
 
@@ -154,11 +155,18 @@ def export_voice(
     model, tokenizer = load_model_folder(model_dir)
     lineage = read_lineage(model_dir)
     spec = layout.prepare(model, tokenizer)
+    speakers = read_speaker_map(model_dir)
+    if speakers is not None and "speaker_id_map" in spec.get("voice_config", {}):
+        # Piper's map from speaker names to ids: the names the data gave them
+        spec["voice_config"]["speaker_id_map"] = {entry["name"]: entry["id"] for entry in speakers["speakers"]}
     check_input = default_check_text(tokenizer) if text is None else text
-    # the last speaker rather than 0, so that a graph reading the wrong speaker embedding cannot pass by luck
-    speaker_id = model.config.num_speakers - 1 if model.config.num_speakers > 1 else None
+    # several speakers, the last among them, so that a graph reading the wrong speaker embedding cannot pass by luck
+    num_speakers = model.config.num_speakers
+    speaker_ids = sorted({0, num_speakers // 2, num_speakers - 1}) if num_speakers > 1 else [None]
     try:
-        reference, _ = reference_waveform(model, tokenizer, check_input, speaker_id)
+        references = {
+            speaker: reference_waveform(model, tokenizer, check_input, speaker)[0] for speaker in speaker_ids
+        }
     except ValueError as error:  # e.g. a check text of which the vocabulary keeps nothing
         raise ExportError(f"The check text {check_input!r} cannot be synthesized by the model: {error}") from error
     # what a user of the runtime types: NFC, and romanized for a uroman model (the README's command does it)
@@ -174,12 +182,22 @@ def export_voice(
         else:
             export_graph(model, graph_path, with_lengths=layout.WITH_LENGTHS, input_stage=spec.get("input_stage"))
         layout.write(staging, spec)
-        waveform = layout.load_runtime(staging, num_threads=1)(runtime_text, speaker_id)
+        if speakers is not None:
+            write_speaker_map(staging, speakers)
+        runtime = layout.load_runtime(staging, num_threads=1)
+        waveforms = {speaker: runtime(runtime_text, speaker) for speaker in speaker_ids}
+        checks = {speaker: compare(waveforms[speaker], references[speaker]) for speaker in speaker_ids}
+        # the speaker the runtime reproduces least well stands for all
+        speaker_id = max(
+            speaker_ids, key=lambda speaker: (not checks[speaker]["passed"], checks[speaker]["max_abs_difference"])
+        )
+        waveform, reference = waveforms[speaker_id], references[speaker_id]
         check = {
-            **compare(waveform, reference),
+            **checks[speaker_id],
             "text": check_input,
             "runtime_text": runtime_text,
             "speaker_id": speaker_id,
+            "speaker_ids_checked": speaker_ids if num_speakers > 1 else [],
         }
         if quantize:
             check.update(_int8_figures(waveform, reference, model))

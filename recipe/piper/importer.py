@@ -42,6 +42,7 @@ from recipe.piper.tokenizer import PiperPhonemeTokenizer, check_piper_config, re
 from recipe.piper.weight_names import load_plain_weights, vits_to_transformers
 from recipe.voices.folder import IMPORT_REPORT_NAME
 from recipe.voices.loading import model_from_config
+from recipe.voices.speaker_map import speaker_map, write_speaker_map
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ def read_onnx_voice(path: str) -> VoiceWeights:
             for role, name in zip(("weight", "bias"), node.input[1:3]):
                 if name in initializers:
                     voice.weights[f"{layer}.{role}"] = numpy_helper.to_array(initializers[name])
-        elif node.op_type == "Gather" and layer == "enc_p.emb" and node.input[0] in initializers:
-            voice.weights["enc_p.emb.weight"] = numpy_helper.to_array(initializers[node.input[0]])
+        elif node.op_type == "Gather" and layer in ("enc_p.emb", "emb_g") and node.input[0] in initializers:
+            # the token table, and a multi-speaker voice's speaker table (read by `sid`)
+            voice.weights[f"{layer}.weight"] = numpy_helper.to_array(initializers[node.input[0]])
     for name, tensor in initializers.items():
         if re.match(r"^[a-z_]+(\.\w+)+$", name) and name not in voice.weights:
             voice.weights[name] = numpy_helper.to_array(tensor)  # named parameters (norms, affine flows, biases)
@@ -96,6 +98,17 @@ def read_onnx_voice(path: str) -> VoiceWeights:
     folded = initializers.get("/dp/flows.0/Exp_output_0")
     if folded is not None:
         voice.weights["dp.flows.0.logs"] = -np.log(numpy_helper.to_array(folded))
+    else:  # an exporter that did not fold it: exp(-logs), with -logs an initializer
+        negated = next(
+            (
+                node.input[0]
+                for node in graph.node
+                if node.op_type == "Exp" and _layer_name(node.name) == "dp.flows.0" and node.input[0] in initializers
+            ),
+            None,
+        )
+        if negated is not None:
+            voice.weights["dp.flows.0.logs"] = -numpy_helper.to_array(initializers[negated])
     # leftovers of tracing that are not weights (dp.flows.2 is a Flip)
     voice.weights = {name: value for name, value in voice.weights.items() if not name.startswith("dp.flows.2.")}
     for required in ("enc_p.emb.weight", "dec.conv_pre.weight", "flow.flows.0.pre.weight", "dp.pre.weight"):
@@ -143,8 +156,9 @@ def config_from_voice(voice: VoiceWeights, piper_config: dict) -> VitsConfig:
         else PIPER_SPECTROGRAM_BINS,
         layerdrop=0.0,  # VITS never trained with layer drop
         use_stochastic_duration_prediction=True,
-        num_speakers=1,
-        speaker_embedding_size=0,
+        # a multi-speaker voice: its speaker table (VITS's emb_g), which every conditioning layer reads
+        num_speakers=int(weights["emb_g.weight"].shape[0]) if "emb_g.weight" in weights else 1,
+        speaker_embedding_size=int(weights["emb_g.weight"].shape[1]) if "emb_g.weight" in weights else 0,
         upsample_initial_channel=int(weights["dec.conv_pre.weight"].shape[0]),
         upsample_rates=upsample_rates,
         upsample_kernel_sizes=[int(weights[f"dec.ups.{i}.weight"].shape[-1]) for i in range(num_upsamples)],
@@ -207,15 +221,26 @@ def check_voice_matches_config(voice: VoiceWeights, piper_config: dict, onnx_pat
     if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 48000:
         raise VoiceImportError(f"{config_path}: audio.sample_rate {sample_rate!r} is not a sample rate")
     num_speakers = int(piper_config.get("num_speakers", 1))
-    if num_speakers > 1 or "emb_g.weight" in voice.weights:
+    table = voice.weights.get("emb_g.weight")
+    rows = 1 if table is None else int(table.shape[0])
+    if num_speakers != rows:
         raise VoiceImportError(
-            f"{onnx_path}: a multi-speaker voice ({num_speakers} speakers); the recipe imports single-speaker Piper "
-            "voices only"
+            f"{config_path} says num_speakers {num_speakers}, {onnx_path} has "
+            f"{'no speaker table' if table is None else f'a table of {rows} speakers'}: the JSON belongs to another "
+            "voice"
+        )
+    id_map = piper_config.get("speaker_id_map") or {}
+    if num_speakers > 1 and id_map and sorted(id_map.values()) != list(range(num_speakers)):
+        raise VoiceImportError(
+            f"{config_path}: speaker_id_map gives ids {sorted(id_map.values())[:10]}, not 0..{num_speakers - 1}"
         )
 
 
-def onnx_waveform(onnx_path: str, phoneme_ids: list[int], scales=(0.0, 1.0, 0.0)) -> np.ndarray:
-    """The voice's own waveform for `phoneme_ids` through onnxruntime (scales: noise, length, noise_w)."""
+def onnx_waveform(
+    onnx_path: str, phoneme_ids: list[int], scales=(0.0, 1.0, 0.0), speaker_id: int | None = None
+) -> np.ndarray:
+    """The voice's own waveform for `phoneme_ids` through onnxruntime (scales: noise, length, noise_w; the speaker
+    of a multi-speaker voice)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
@@ -224,17 +249,23 @@ def onnx_waveform(onnx_path: str, phoneme_ids: list[int], scales=(0.0, 1.0, 0.0)
         "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
         "scales": np.array(scales, dtype=np.float32),
     }
+    if speaker_id is not None:
+        feeds["sid"] = np.array([speaker_id], dtype=np.int64)
     return session.run(None, feeds)[0].reshape(-1)
 
 
-def model_waveform(model: VitsModel, phoneme_ids: list[int]) -> np.ndarray:
+def model_waveform(model: VitsModel, phoneme_ids: list[int], speaker_id: int | None = None) -> np.ndarray:
     """The converted model's waveform with noise off."""
     noise_scale, noise_scale_duration = model.noise_scale, model.noise_scale_duration
     model.noise_scale = model.noise_scale_duration = 0.0
     try:
         with torch.no_grad():
             input_ids = torch.tensor([phoneme_ids])
-            return model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).waveform[0].numpy()
+            return (
+                model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), speaker_id=speaker_id)
+                .waveform[0]
+                .numpy()
+            )
     finally:
         model.noise_scale, model.noise_scale_duration = noise_scale, noise_scale_duration
 
@@ -360,7 +391,17 @@ def import_voice(voice_path: str, output_dir: str, config_path: str | None = Non
             save_discriminator(discriminator, folder)  # `--discriminator auto` picks it up
         with open(os.path.join(folder, IMPORT_REPORT_NAME), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
+        if config.num_speakers > 1:
+            write_speaker_map(folder, piper_speaker_map(piper_config, config.num_speakers))
     return report
+
+
+def piper_speaker_map(piper_config: dict, num_speakers: int) -> dict:
+    """The speaker map (`recipe.voices.speaker_map`) of a multi-speaker Piper voice: its `speaker_id_map`'s names, or
+    the ids themselves when it has none."""
+    names = {index: str(index) for index in range(num_speakers)}
+    names.update({int(index): name for name, index in (piper_config.get("speaker_id_map") or {}).items()})
+    return speaker_map([names[index] for index in range(num_speakers)], None, dataset=None)
 
 
 PARITY_SENTENCES = (
@@ -373,10 +414,12 @@ PARITY_SENTENCES = (
 def check_parity(model: VitsModel, tokenizer: PiperPhonemeTokenizer, onnx_path: str) -> dict:
     """Max abs difference between the converted model and the ONNX on a few sentences, noise off; raises above 1e-3."""
     worst = 0.0
-    for sentence in PARITY_SENTENCES:
+    speakers = _parity_speakers(model.config.num_speakers)
+    for sentence, speaker in zip(PARITY_SENTENCES, speakers * len(PARITY_SENTENCES)):
         for phonemes in tokenizer.phonemize_sentences(sentence):
             ids = tokenizer.sentence_ids(phonemes)
-            expected, converted = onnx_waveform(onnx_path, ids), model_waveform(model, ids)
+            expected = onnx_waveform(onnx_path, ids, speaker_id=speaker)
+            converted = model_waveform(model, ids, speaker_id=speaker)
             if expected.shape != converted.shape:
                 raise VoiceImportError(
                     f"{onnx_path}: the converted model gives {converted.shape[0]} samples for {sentence!r}, the ONNX "
@@ -388,7 +431,15 @@ def check_parity(model: VitsModel, tokenizer: PiperPhonemeTokenizer, onnx_path: 
             f"{onnx_path}: the converted model differs from the ONNX by up to {worst:.2e} (noise off), more than "
             f"{_PARITY_TOLERANCE}: the conversion does not match this voice"
         )
-    return {"sentences": len(PARITY_SENTENCES), "max_abs_difference": worst}
+    checked = sorted({speaker for speaker in speakers if speaker is not None})
+    return {"sentences": len(PARITY_SENTENCES), "speakers": checked, "max_abs_difference": worst}
+
+
+def _parity_speakers(num_speakers: int) -> list[int | None]:
+    """The speakers the parity sentences are read by, in turn: the first, the last and one between."""
+    if num_speakers <= 1:
+        return [None]
+    return sorted({0, num_speakers // 2, num_speakers - 1})
 
 
 def _part(name: str) -> str:

@@ -228,6 +228,9 @@ class DataArguments:
     def __post_init__(self):
         # Checked here so that a typo fails at argument parsing, before any data is read.
         check_dataset_format("--dataset_format", self.dataset_format)
+        # an empty value clears a choice a config file made (`configs/x.json --speaker_id "" --speakers top:4`)
+        self.speaker_id = self.speaker_id or None
+        self.speakers = self.speakers or None
         if self.speakers is not None:
             if self.speaker_id is not None:
                 raise ValueError(

@@ -237,7 +237,11 @@ def configure_progress_bars(on_terminal: bool) -> None:
     A hook rather than `transformers.utils.logging.disable_progress_bar()`, which turns the Hub's bars off too.
     """
     transformers.utils.logging.set_tqdm_hook(_no_bar)
-    if not on_terminal:
+    # both ways: the switches are global, and an earlier run in the same process may have turned them off
+    if on_terminal:
+        datasets.utils.logging.enable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
+    else:
         datasets.utils.logging.disable_progress_bar()
         huggingface_hub.utils.disable_progress_bars()
 

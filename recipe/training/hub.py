@@ -85,6 +85,7 @@ def build_model_card(
     language: str | None = None,
     lineage: list[dict] | None = None,
     model_config: dict | None = None,
+    speakers: dict | None = None,
 ) -> str:
     """The README.md of a fine-tuned model: Hub metadata and the figures of the run.
 
@@ -101,6 +102,8 @@ def build_model_card(
             dict of what to show (e.g. `{"model": ..., "dataset": ..., "steps": ...}`).
         model_config (`dict`, *optional*): the model's saved `config.json`; for a type-2 Piper decoder the card's
             "Use" section loads it with `recipe.voices.load_voice` instead of `transformers.pipeline`.
+        speakers (`dict`, *optional*): the speaker map of a multi-speaker model (`recipe.voices.speaker_map`): the
+            card lists the speakers and how to choose one.
 
     Returns:
         `str`: the card, YAML front matter (`library_name: transformers`, `pipeline_tag: text-to-speech`,
@@ -131,6 +134,8 @@ def build_model_card(
         "## Final losses\n\n" + _format_loss_table(final_losses),
         "## Loudness check\n\n" + _format_amplitude(amplitude_status),
     ]
+    if speakers:
+        sections.append("## Speakers\n\n" + _format_speakers(speakers))
     if lineage:
         sections.append("## Lineage\n\n" + _format_lineage(lineage))
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"))
@@ -204,3 +209,14 @@ def push_to_hub(
     # Exact relative paths as allow_patterns: the upload holds these files and nothing else.
     api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=files, commit_message=commit_message)
     return repo_id
+
+
+def _format_speakers(speakers: dict) -> str:
+    rows = "\n".join(
+        f"| {entry['id']} | {entry['name']} | {entry.get('train_minutes', 0):.1f} |" for entry in speakers["speakers"]
+    )
+    return (
+        'Choose a speaker with `forward_params={"speaker_id": k}` in the pipeline (`tts(text, forward_params='
+        '{"speaker_id": 0})`), `speaker_id=k` in `VitsModel.forward`; `speakers.json` holds this table.\n\n'
+        f"| speaker_id | name in the data | training minutes |\n| --- | --- | --- |\n{rows}"
+    )

@@ -16,15 +16,14 @@ from recipe.errors import ArgumentsError
 SPEAKER_MAP_NAME = "speakers.json"
 
 
-def speaker_map(names: list[str], train_seconds: dict[int, float], dataset: str | None) -> dict:
-    """The map of speakers `names` (in `speaker_id` order) with the training minutes of each."""
-    return {
-        "speakers": [
-            {"id": index, "name": name, "train_minutes": round(train_seconds.get(index, 0.0) / 60, 2)}
-            for index, name in enumerate(names)
-        ],
-        "dataset": dataset,
-    }
+def speaker_map(names: list[str], train_seconds: dict[int, float] | None, dataset: str | None) -> dict:
+    """The map of speakers `names` (in `speaker_id` order) with the training minutes of each (left out when not
+    known, e.g. for an imported voice)."""
+    speakers = [{"id": index, "name": name} for index, name in enumerate(names)]
+    if train_seconds is not None:
+        for entry in speakers:
+            entry["train_minutes"] = round(train_seconds.get(entry["id"], 0.0) / 60, 2)
+    return {"speakers": speakers, "dataset": dataset}
 
 
 def write_speaker_map(folder: str, mapping: dict) -> None:
