@@ -348,7 +348,7 @@ def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> Non
 
 # the folders of the stages a work dir can share with another (`--share_from`)
 SHARED_STAGES = {
-    "render": ("joe", "joe_heldout", "second", "second_heldout"),
+    "render": ("joe", "joe_heldout", "second", "second_heldout", "heldout.txt"),
     "import": ("joe_imported",),
     "warmup": ("joe_warm",),
 }

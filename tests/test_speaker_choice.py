@@ -69,6 +69,10 @@ def test_top_speakers_of_common_voice_train_and_evaluate(tmp_path):
     assert len(names) == 2 and set(splits["train"]["speaker_id"]) == {0, 1}
     assert set(splits["eval"]["speaker_id"]) <= {0, 1}  # the dev split, less the other speakers
     assert report["train"]["speaker_id"] == list(names)
+    # the per-speaker table of the report: what each trained speaker keeps
+    table = report["train"]["speakers"]
+    assert [entry["name"] for entry in table] == list(names)
+    assert sum(entry["clips"] for entry in table) == len(splits["train"]) and all(e["minutes"] > 0 for e in table)
 
 
 def test_without_an_eval_split_every_speaker_is_held_out_for_evaluation(tmp_path):
@@ -92,39 +96,14 @@ def test_speakers_need_a_speaker_column_and_exclude_speaker_id(tmp_path):
 
 def _run(tmp_path, output, *model_and_extra):
     """Two steps of the demo's settings on the Common Voice demo; `model_and_extra` gives the model and more flags."""
-    return main(
-        [
-            *model_and_extra,
-            "--dataset_name",
-            str(COMMON_VOICE),
-            "--output_dir",
-            str(output),
-            "--cache_dir",
-            str(tmp_path / "cache"),
-            "--max_steps",
-            "2",
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            "2",
-            "--save_strategy",
-            "no",
-            "--per_device_train_batch_size",
-            "4",
-            "--per_device_eval_batch_size",
-            "4",
-            "--discriminator",
-            "none",
-            "--logging_steps",
-            "1",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "true",
-            "--segment_size",
-            "8",
-        ]  # fmt: skip
-    )
+    flags = {
+        "--dataset_name": str(COMMON_VOICE), "--output_dir": str(output), "--cache_dir": str(tmp_path / "cache"),
+        "--max_steps": "2", "--eval_strategy": "steps", "--eval_steps": "2", "--save_strategy": "steps",
+        "--save_steps": "2", "--per_device_train_batch_size": "4", "--per_device_eval_batch_size": "4",
+        "--discriminator": "none", "--logging_steps": "1", "--report_to": "none", "--disable_tqdm": "true",
+        "--segment_size": "8",
+    }  # fmt: skip
+    return main([*model_and_extra, *(word for pair in flags.items() for word in pair)])
 
 
 TINY = [
@@ -141,6 +120,7 @@ def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_m
     reloaded = VitsModel.from_pretrained(output)
     assert reloaded.config.num_speakers == 4
     mapping = json.loads((output / SPEAKER_MAP_NAME).read_text())
+    assert json.loads((output / "checkpoint-2" / SPEAKER_MAP_NAME).read_text()) == mapping
     assert [entry["id"] for entry in mapping["speakers"]] == [0, 1, 2, 3]
     assert all(entry["train_minutes"] > 0 for entry in mapping["speakers"])
     tts = pipeline("text-to-speech", model=str(output))

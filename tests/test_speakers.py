@@ -4,6 +4,7 @@ and end to end; rows added to a speaker table keep the old ones bit for bit."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import DEMO_DIR, make_tiny_config
@@ -219,3 +220,16 @@ def test_an_imported_piper_voice_type_becomes_multi_speaker_the_same_way():
         expected = single(inputs["ids"]).waveform
         for speaker in range(NUM_SPEAKERS):
             assert torch.equal(multi(inputs["ids"], speaker_id=speaker).waveform, expected), speaker
+
+
+def test_the_amplitude_monitor_hears_the_speakers_in_turn():
+    from recipe.training.amplitude_probe import synthesize_texts
+
+    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+    set_seed(0)
+    multi = with_speakers(VitsModel(make_tiny_config(vocab_size=len(tokenizer))), NUM_SPEAKERS, EMBEDDING)
+    with torch.no_grad():  # speakers that differ, as after training
+        multi.decoder.cond.weight.normal_(std=0.5)
+    waveforms = synthesize_texts(multi, tokenizer, ["roj bas"] * (NUM_SPEAKERS + 1))
+    assert not np.array_equal(waveforms[0], waveforms[1]), "the same sentence, read by speakers 0 and 1"
+    assert np.array_equal(waveforms[0], waveforms[NUM_SPEAKERS]), "speaker 0 again"

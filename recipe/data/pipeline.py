@@ -48,7 +48,14 @@ import datasets
 from recipe.audio import SpectrogramConfig
 from recipe.data.feature_cache import feature_cache_key, feature_cache_path, load_feature_cache, write_feature_cache
 from recipe.data.features import DROP_REASONS, FeatureSettings
-from recipe.data.report import REPORT_NAME, check_report, format_report, text_loss_bound, write_report
+from recipe.data.report import (
+    REPORT_NAME,
+    check_report,
+    format_report,
+    kept_per_speaker,
+    text_loss_bound,
+    write_report,
+)
 from recipe.data.source import DataError, Source
 from recipe.data.sources import load_source_from_args
 from recipe.data.splits import SPLITS, choose_splits, requested_splits, speaker_names, whole_split
@@ -219,6 +226,9 @@ def prepare_datasets(
     features = datasets.DatasetDict(
         {name: _apply_cap(features[name], limits[name], report[name], spectrogram.sampling_rate) for name in splits}
     )
+    if data_args.speakers is not None:
+        for name in splits:
+            report[name]["speakers"] = kept_per_speaker(features[name], spectrogram.sampling_rate)
     write_report(report, output_dir)
     check(report)
     return features, report

@@ -201,4 +201,21 @@ def format_report(report: dict) -> str:
                     lines.append(f"      {meaning}: {listed}")
         for example in split.get("uroman_examples", [])[:3]:
             lines.append(f"    uroman: {example['text']!r} -> {example['model_text']!r}")
+        for entry in split.get("speakers", []):
+            lines.append(
+                f"    speaker {entry['speaker_id']} ({entry['name']}): {entry['clips']} clips, {entry['minutes']:.2f} min"
+            )
     return "\n".join(lines)
+
+
+def kept_per_speaker(split: datasets.Dataset, sampling_rate: int) -> list[dict]:
+    """Clips and minutes each speaker keeps in a featurized split (a `--speakers` run's report), by speaker id."""
+    names = split.features["speaker_id"].names
+    clips, seconds = Counter(), Counter()
+    for speaker, length in zip(split["speaker_id"], split["waveform_length"]):
+        clips[speaker] += 1
+        seconds[speaker] += length / sampling_rate
+    return [
+        {"speaker_id": index, "name": name, "clips": clips[index], "minutes": round(seconds[index] / 60, 3)}
+        for index, name in enumerate(names)
+    ]

@@ -42,8 +42,13 @@ def synthesize_texts(vits, tokenizer, texts: list[str], seed: int = 0) -> list[n
     """Synthesize `texts` with `recipe.voices.synthesis.synthesize` (eval mode, no grad, mode restored), keeping the
     RNG state."""
     with preserved_rng_state():
-        # speaker 0 for a multi-speaker model; `synthesize` ignores it for a single-speaker one
-        return [synthesize(vits, tokenizer, text, seed=seed, speaker_id=0)[0] for text in texts]
+        # a multi-speaker model reads the sentences with its speakers in turn (text i by speaker i mod N), so the
+        # monitor hears several of its voices; `synthesize` ignores the id for a single-speaker model
+        speakers = max(1, int(getattr(vits.config, "num_speakers", 1)))
+        return [
+            synthesize(vits, tokenizer, text, seed=seed, speaker_id=index % speakers)[0]
+            for index, text in enumerate(texts)
+        ]
 
 
 def reference_rms_from_dataset(eval_dataset, sampling_rate: int, max_clips: int | None = None) -> float:

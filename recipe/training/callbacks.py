@@ -31,6 +31,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.training.amplitude_probe import synthesize_texts
+from recipe.training.checkpoint_hooks import CheckpointAwareCallback
+from recipe.voices.speaker_map import write_speaker_map
 
 logger = logging.getLogger(__name__)
 
@@ -248,3 +250,14 @@ def configure_progress_bars(on_terminal: bool) -> None:
 
 def _no_bar(factory, args, kwargs):
     return transformers.utils.logging.EmptyTqdm(*args, **kwargs)
+
+
+class SpeakerMapCallback(CheckpointAwareCallback):
+    """Writes a multi-speaker run's speaker map (`recipe.voices.speaker_map`) into every checkpoint, so that a
+    checkpoint folder says which `speaker_id` is whom, as the final folder does."""
+
+    def __init__(self, mapping: dict):
+        self.mapping = mapping
+
+    def save_to_checkpoint(self, folder: str, checkpoint: str, args, state) -> None:
+        write_speaker_map(folder, self.mapping)

@@ -23,6 +23,7 @@ from recipe.model.vocabulary import (
     prepare_embeddings_for_training,
 )
 from recipe.training.arguments import ModelArguments
+from recipe.training.callbacks import SpeakerMapCallback
 from recipe.voices.lineage import resolve_discriminator
 from recipe.voices.speaker_map import check_same_speakers, speaker_map
 
@@ -149,8 +150,8 @@ def load_model_for_training(
     model_args, data_args, config, tokenizer, added_characters: list[str], train_split
 ) -> tuple[VitsModel, list, dict | None]:
     """The model to fine-tune, with its speakers (`--speakers`) and embeddings for the new letters, prepared for
-    training; the callbacks that keep the original embeddings frozen (`--freeze_original_embeddings`); the speaker
-    map (`None` unless `--speakers`)."""
+    training; its callbacks (those that keep the original embeddings frozen, `--freeze_original_embeddings`, and the
+    one that writes the speaker map into each checkpoint); the speaker map (`None` unless `--speakers`)."""
     vits, speakers = speakers_for_training(load_model(model_args, config), model_args, data_args, train_split)
     new_token_ids = []
     if added_characters:
@@ -161,6 +162,8 @@ def load_model_for_training(
     _, embedding_callbacks = prepare_embeddings_for_training(
         vits, new_token_ids, freeze_original=model_args.freeze_original_embeddings
     )
+    if speakers is not None:
+        embedding_callbacks = [*embedding_callbacks, SpeakerMapCallback(speakers)]
     return vits, embedding_callbacks, speakers
 
 
