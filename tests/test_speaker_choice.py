@@ -15,7 +15,9 @@ from transformers import VitsModel, pipeline
 from recipe.data.pipeline import prepare_datasets
 from recipe.data.source import DataError
 from recipe.data.speaker_choice import SpeakerRule, choose_speakers, parse_speakers
-from recipe.errors import ArgumentsError
+from recipe.errors import ArgumentsError, run_command
+from recipe.evaluation.compare import PROG
+from recipe.evaluation.compare import main as compare_main
 from recipe.training.arguments import DataArguments
 from recipe.voices import load_tokenizer
 from recipe.voices.speaker_map import SPEAKER_MAP_NAME
@@ -114,7 +116,7 @@ TINY = [
 ]
 
 
-def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_map(tmp_path):
+def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_map(tmp_path, capsys):
     output = tmp_path / "out"
     _run(tmp_path, output, *TINY, "--speakers", "all")
     reloaded = VitsModel.from_pretrained(output)
@@ -128,6 +130,26 @@ def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_m
         assert len(tts("roj baş", forward_params={"speaker_id": speaker})["audio"].reshape(-1)) > 0
     with pytest.raises(ValueError, match="range 0-3"):
         tts("roj baş", forward_params={"speaker_id": 4})
+
+    # recipe.compare reads with speaker 0 unless told, and names the speakers of a --speaker_id out of range
+    texts = tmp_path / "texts.txt"
+    texts.write_text("roj baş\n", encoding="utf-8")
+    argv = [
+        "--finetuned",
+        str(output),
+        "--texts",
+        str(texts),
+        "--output_dir",
+        str(tmp_path / "cmp"),
+        "--device",
+        "cpu",
+    ]
+    assert run_command(PROG, compare_main, [*argv, "--speaker_id", "9"]) == 2
+    assert f"--speaker_id 9: --finetuned {output} has speakers 0..3 (0 ({mapping['speakers'][0]['name'][:12]}" in (
+        capsys.readouterr().err
+    )
+    run_command(PROG, compare_main, argv)
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["arguments"]["speaker_id"] == 0
 
     # a second round on the same speakers goes on from the saved map
     _run(tmp_path, tmp_path / "again", "--model_name_or_path", str(output), "--speakers", "all")

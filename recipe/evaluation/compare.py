@@ -148,6 +148,37 @@ def load_tts(name_or_path: str, device: torch.device, role: str):
     return model.to(device).eval(), tokenizer
 
 
+def chosen_speaker(args: CompareArguments, models: dict) -> int | None:
+    """The speaker the multi-speaker models read with: `--speaker_id`, else 0 (said, with its name from the model's
+    `speakers.json`); a single-speaker model ignores it.
+
+    Raises:
+        `ArgumentsError`: `--speaker_id` outside a multi-speaker model's speakers (naming them).
+    """
+    from recipe.voices.speaker_map import read_speaker_map, speaker_names
+
+    for label, model in models.items():
+        num_speakers = int(getattr(model.config, "num_speakers", 1))
+        if num_speakers <= 1:
+            continue
+        folder = args.original if label == "original" else args.finetuned
+        mapping = read_speaker_map(folder if os.path.isdir(folder) else None)
+        names = speaker_names(mapping) if mapping else [str(index) for index in range(num_speakers)]
+        if args.speaker_id is not None and not 0 <= args.speaker_id < num_speakers:
+            listed = ", ".join(f"{index} ({name})" for index, name in enumerate(names[:5]))
+            raise ArgumentsError(
+                f"--speaker_id {args.speaker_id}: --{label} {folder} has speakers 0..{num_speakers - 1} "
+                f"({listed}{', ...' if num_speakers > 5 else ''})"
+            )
+        if args.speaker_id is None:
+            logger.warning(
+                "--%s %s has %d speakers: comparing speaker 0 (%s); --speaker_id picks another",
+                label, folder, num_speakers, names[0],
+            )  # fmt: skip
+            return 0
+    return args.speaker_id
+
+
 def read_texts(path: str) -> list[str]:
     """Non-empty lines of a UTF-8 file."""
     if not os.path.isfile(path):
@@ -271,6 +302,7 @@ def run_comparison(args: CompareArguments) -> dict:
         models["original"] = load_tts(args.original, device, "original")
     models["finetuned"] = load_tts(args.finetuned, device, "finetuned")
     finetuned_model, finetuned_tokenizer = models["finetuned"]
+    args.speaker_id = chosen_speaker(args, {label: model for label, (model, _) in models.items()})
     configs = {label: SpectrogramConfig.from_model_config(model.config) for label, (model, _) in models.items()}
     reference_rate = configs["finetuned"].sampling_rate
 
