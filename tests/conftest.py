@@ -28,3 +28,17 @@ DEMO_DIR = REPO_ROOT / "demo"
 @pytest.fixture
 def tiny_config():
     return make_tiny_config()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The demo's Kurmanji character tokenizer (`demo/tiny_model`); a test module may define its own."""
+    from transformers import VitsTokenizer
+
+    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def model_config(tokenizer):
+    """A tiny config whose vocabulary is the `tokenizer`'s."""
+    return make_tiny_config(vocab_size=len(tokenizer))

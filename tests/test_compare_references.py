@@ -46,13 +46,6 @@ def finetuned(tmp_path_factory):
     return save_tiny_tts(tmp_path_factory.mktemp("models") / "finetuned", seed=1)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import VitsTokenizer
-
-    return VitsTokenizer.from_pretrained(DEMO_DIR / "tiny_model")
-
-
 def account_of(tmp_path, tokenizer, references, **overrides) -> tuple[list, dict]:
     args = CompareArguments(
         finetuned="unused",

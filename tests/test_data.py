@@ -25,18 +25,6 @@ SAMPLING_RATE = 16000
 HOP = 256
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import VitsTokenizer
-
-    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-
-
-@pytest.fixture(scope="module")
-def model_config(tokenizer):
-    return make_tiny_config(vocab_size=len(tokenizer))
-
-
 def ljspeech_copy(folder: Path, count: int) -> Path:
     """The first `count` demo clips in an LJSpeech folder of their own."""
     (folder / "wavs").mkdir(parents=True)

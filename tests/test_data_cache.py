@@ -15,7 +15,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
+from conftest import DEMO_DIR, REPO_ROOT
 from test_data import ljspeech_copy
 
 import recipe.data.features
@@ -37,18 +37,6 @@ from recipe.training.arguments import DataArguments
 
 DiskUsage = collections.namedtuple("DiskUsage", "total used free")
 KEY = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import VitsTokenizer
-
-    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-
-
-@pytest.fixture(scope="module")
-def model_config(tokenizer):
-    return make_tiny_config(vocab_size=len(tokenizer))
 
 
 def _args(dataset: Path, cache_dir: Path, **overrides) -> DataArguments:

@@ -35,13 +35,6 @@ def reference_dropped_characters(text: str, tokenizer) -> Counter:
     return Counter(char for char in prepared if char not in vocabulary)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import VitsTokenizer
-
-    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-
-
 def test_ids_are_what_the_tokenizer_gives(tokenizer):
     text = "Roj baş, tu çawa yî? ÎRO Xweş!"
     normalized, ids = encode_text(text, tokenizer)

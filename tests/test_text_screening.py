@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DIR, make_tiny_config
+from conftest import DEMO_DIR
 
 import recipe.data.features
 import recipe.data.pipeline
@@ -19,18 +19,6 @@ from recipe.model.vocabulary import extend_vocabulary
 from recipe.training.arguments import DataArguments
 
 LJSPEECH = DEMO_DIR / "kmr_ljspeech"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import VitsTokenizer
-
-    return VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-
-
-@pytest.fixture(scope="module")
-def model_config(tokenizer):
-    return make_tiny_config(vocab_size=len(tokenizer))
 
 
 def demo_with_texts(folder: Path, texts: dict[int, str]) -> Path:
