@@ -126,3 +126,17 @@ def test_an_fp16_resume_restores_both_scalers_and_ends_where_the_straight_run_di
     expected, actual = _weights(straight), _weights(resumed)
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bf16_trains_on_a_cpu_under_bf16_autocast(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("the CPU case")
+    trainer = tiny_trainer(make_tiny_config(), str(tmp_path), precision="bf16", max_steps=2)
+    assert trainer.args.bf16 and trainer.args.use_cpu
+    dtypes = set()
+    trainer.model.vits.decoder.register_forward_hook(
+        lambda module, inputs, output: dtypes.add(output.dtype) if module.training else None
+    )
+    trainer.train()
+    assert dtypes == {torch.bfloat16}
+    assert all(math.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)

@@ -403,6 +403,9 @@ class VitsTrainingArguments(TrainingArguments):
         self._pin_memory_only_for_an_accelerator()
         self.precision = resolved_precision(self.precision, self.use_cpu)
         self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
+        if self.bf16 and not torch.cuda.is_available():
+            # bf16 on a CPU: TrainingArguments refuses bf16 without a GPU unless use_cpu says it is meant
+            self.use_cpu = True
         if self.disable_tqdm is None:
             self.disable_tqdm = not sys.stderr.isatty()
         super().__post_init__()
