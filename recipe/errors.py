@@ -139,5 +139,8 @@ def _report(prog: str, error: InputError) -> int:
         traceback.print_exc()
     # the classes' messages are one line; a message with line breaks (e.g. quoting a file) is kept on one too
     message = " ".join(str(error).split("\n"))
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    # one write of the whole line: under several processes sharing a pipe, print()'s separate writes of the text
+    # and its newline let two processes' lines run into one
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.stderr.flush()
     return error.status
