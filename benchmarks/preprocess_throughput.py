@@ -101,7 +101,7 @@ def demo_sentences() -> list[str]:
 
 
 def speech_like_clip(seconds: float, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A harmonic tone with a wandering pitch, syllable-rate amplitude modulation and noise (float32, peak < 1).
+    """A harmonic tone with a wandering pitch, syllable-rate amplitude modulation, breath and room tone (float32, peak < 1).
 
     Compressed formats spend their time on the signal's content: pure tones or silence would decode faster than
     speech does.
@@ -111,7 +111,10 @@ def speech_like_clip(seconds: float, sampling_rate: int, rng: np.random.Generato
     phase = 2 * np.pi * np.cumsum(pitch) / sampling_rate
     voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
     envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t + rng.uniform(0, 2 * np.pi)))
-    signal = 0.25 * envelope * voiced + 0.02 * rng.standard_normal(t.shape)
+    # breath noise that follows the syllables (full band: a voice's spectrum does not stop at its 7th harmonic) over
+    # room tone 40 dB under the voice (a steady noise as loud as the breath would drop the clips as `low_snr`)
+    noise = rng.standard_normal(t.shape)
+    signal = 0.25 * envelope * voiced + (0.02 * envelope + 0.002) * noise
     return (0.9 * signal / np.abs(signal).max()).astype(np.float32)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from conftest import DEMO_DIR, make_tiny_config
 
 import recipe.data.features
@@ -183,24 +184,39 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         row["client_id"] = speaker
     rng = np.random.default_rng(0)
 
-    def noise(name: str, seconds: float, gain: float = 0.1, **write_kwargs) -> str:
-        samples = gain * rng.standard_normal(int(SAMPLING_RATE * seconds))
-        sf.write(clips / name, np.clip(samples, -1, 1).astype(np.float32), SAMPLING_RATE, **write_kwargs)
+    voice = sf.read(DEMO_DIR / "kmr_ljspeech" / "wavs" / "KMR-0001.wav", dtype="float32")[0]
+
+    def write(name: str, samples: np.ndarray) -> str:
+        sf.write(clips / name, np.clip(samples, -1, 1).astype(np.float32), SAMPLING_RATE)
         return name
+
+    def speech(name: str, seconds: float, gain: float = 1.0) -> str:
+        """A demo clip repeated or cut to `seconds`, times `gain`: speech that every audio check passes at gain 1."""
+        samples = np.tile(voice, 1 + int(seconds * SAMPLING_RATE) // len(voice))[: int(seconds * SAMPLING_RATE)]
+        return write(name, gain * samples)
+
+    def noise(name: str, seconds: float) -> str:
+        return write(name, 0.1 * rng.standard_normal(int(SAMPLING_RATE * seconds)))
 
     (clips / "corrupt.mp3").write_bytes(b"ID3\x03\x00 not really audio" * 10)
     sf.write(tmp_path / "outside.wav", np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
-    whole = (clips / noise("cut.mp3", 1.5)).read_bytes()
+    whole = (clips / speech("cut.mp3", 1.5)).read_bytes()
     (clips / "cut.mp3").write_bytes(whole[: len(whole) // 2])
     sf.write(clips / "nan.wav", np.full(SAMPLING_RATE, np.nan, np.float32), SAMPLING_RATE, subtype="FLOAT")
     bad = [
-        (noise("short.wav", 0.2), "Kurt."),
-        (noise("long.wav", 3.0), "Dirêj."),
-        (noise("silent.wav", 1.0, gain=0.0), "Bêdeng."),
-        (noise("loud.wav", 1.0, gain=30.0), "Bilind."),
-        (noise("digits.wav", 1.0), "Ez 2 sêvan dixwim."),
-        (noise("no_text.wav", 1.0), "... !!!"),
-        (noise("wordy.wav", 1.0), "gelek peyv " * 20),
+        (speech("short.wav", 0.2), "Kurt."),
+        (speech("long.wav", 3.0), "Dirêj."),
+        (speech("silent.wav", 1.0, gain=0.0), "Bêdeng."),
+        (speech("loud.wav", 1.0, gain=30.0), "Bilind."),
+        (noise("hiss.wav", 1.5), "Xişxiş."),
+        (write("noisy.wav", voice + voice.std() * rng.standard_normal(len(voice))), "Bi deng."),
+        (
+            write("phone.wav", soxr.resample(soxr.resample(voice, SAMPLING_RATE, 8000), 8000, SAMPLING_RATE)),
+            "Telefon.",
+        ),
+        (speech("digits.wav", 1.0), "Ez 2 sêvan dixwim."),
+        (speech("no_text.wav", 1.0), "... !!!"),
+        (speech("wordy.wav", 1.0), "gelek peyv " * 20),
         ("corrupt.mp3", "Xirab."),
         ("cut.mp3", "Qut."),
         ("nan.wav", "Ne hejmar."),
@@ -208,7 +224,7 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         ("../../outside.wav", "Li derve."),
     ]
     rows += [{**rows[0], "path": path, "sentence": text} for path, text in bad]
-    rows.append({**rows[0], "client_id": "another speaker", "path": noise("other.wav", 1.0)})
+    rows.append({**rows[0], "client_id": "another speaker", "path": speech("other.wav", 1.0)})
     write_tsv(dataset / "train.tsv", rows, list(rows[0]))
 
     args = data_args(
@@ -222,7 +238,9 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
     )
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     dropped = report["train"]["dropped"]
-    assert {reason: entry["count"] for reason, entry in dropped.items()} == dict.fromkeys(DROP_REASONS, 1)
+    # rate_outlier needs a speaker with 5 kept clips: tests/test_speech_activity.py
+    expected = {**dict.fromkeys(DROP_REASONS, 1), "rate_outlier": 0}
+    assert {reason: entry["count"] for reason, entry in dropped.items()} == expected
     examples = {reason: [Path(p).name for p in entry["examples"]] for reason, entry in dropped.items()}
     assert examples == {
         "path_outside_dataset": ["outside.wav"],
@@ -235,13 +253,17 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         "too_long": ["long.wav"],
         "silent": ["silent.wav"],
         "clipped": ["loud.wav"],
+        "no_speech": ["hiss.wav"],
+        "low_snr": ["noisy.wav"],
+        "narrow_band": ["phone.wav"],
         "text_not_in_vocabulary": ["digits.wav"],
         "empty_text": ["no_text.wav"],
         "too_many_tokens": ["wordy.wav"],
+        "rate_outlier": [],
     }
     assert dropped["text_not_in_vocabulary"]["lost_characters"] == ["2"]
     assert dropped["text_not_in_vocabulary"]["characters"] == {"2": 1}
-    assert (report["train"]["seen"], report["train"]["kept"], len(features["train"])) == (16, 3, 3)
+    assert (report["train"]["seen"], report["train"]["kept"], len(features["train"])) == (19, 3, 3)
     assert_accounted(report)
 
 
@@ -879,5 +901,5 @@ def test_the_cache_key_of_the_same_inputs_never_changes():
         format="ljspeech",
     )
     args = DataArguments(dataset_name=str(LJSPEECH))
-    assert feature_cache_key(source, args, tokenizer, spectrogram) == "ede343f7b3fb7119dad1244217a4949d"
-    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "31df64a4ea328c2c4fb8c8a1cad28820"
+    assert feature_cache_key(source, args, tokenizer, spectrogram) == "99f4554c0689aa39b34ffabd81eeaf80"
+    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "349ecbfdb41fa468ce36d939affa841a"

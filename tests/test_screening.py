@@ -14,7 +14,7 @@ from conftest import DEMO_DIR, make_tiny_config
 
 from recipe.audio import decode_audio, to_mono
 from recipe.data.audio_screening import AudioScreening, broken_reason, level_reason, measure_levels
-from recipe.data.pipeline import DataError, prepare_datasets
+from recipe.data.pipeline import DataError, format_report, prepare_datasets
 from recipe.training.arguments import DataArguments
 
 RATE = 16000
@@ -154,3 +154,87 @@ def test_broken_clips_count_towards_max_bad_fraction_and_others_do_not(tmp_path)
         f"{line.split('|')[0]}.wav" for line in lines[2:4]
     }
     assert all(entry["fraction"] > 0.01 for entry in clipping if entry["drop_reason"] == "clipped")
+
+
+def test_screening_in_the_pipeline_trims_drops_and_reports_each_clip(tmp_path):
+    """Demo clips made into each defect, through `prepare_datasets`: the padded ones trimmed (one below
+    --min_duration_in_seconds once trimmed), noise, telephone band and a hum dropped with their reasons; every clip
+    in data_clips.tsv with its measures; --trim_silence false keeps the padding."""
+    import csv
+
+    import soxr
+    from transformers import VitsTokenizer
+
+    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+    config = make_tiny_config(vocab_size=len(tokenizer))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "lj"
+    (folder / "wavs").mkdir(parents=True)
+    lines = (DEMO_DIR / "kmr_ljspeech" / "metadata.csv").read_text(encoding="utf-8").splitlines()[:12]
+    kinds = ["padded", "short_word", "noisy", "telephone", "hum"] + ["clean"] * 7
+    for line, kind in zip(lines, kinds):
+        clip_id = line.split("|")[0]
+        samples = sf.read(DEMO_DIR / "kmr_ljspeech" / "wavs" / f"{clip_id}.wav", dtype="float32")[0]
+        tone = (10 ** (-65 / 20) * rng.standard_normal(len(samples) + 2 * RATE)).astype(np.float32)
+        if kind == "padded":  # a second of room tone on each side, and a DC offset
+            tone[RATE : RATE + len(samples)] += samples
+            samples = tone + 0.2
+        elif kind == "short_word":  # 0.2 s of the clip in 2.5 s of room tone: 0.4 s once trimmed
+            tone[RATE : RATE + RATE // 5] += samples[RATE // 2 : RATE // 2 + RATE // 5]
+            samples = tone[: 5 * RATE // 2]
+        elif kind == "noisy":
+            samples = samples + 0.5 * np.sqrt(np.mean(samples**2)) * rng.standard_normal(len(samples))
+        elif kind == "telephone":
+            tone[RATE : RATE + len(samples)] += samples
+            samples = soxr.resample(soxr.resample(tone, RATE, 8000), 8000, RATE)
+        elif kind == "hum":
+            samples = 0.1 * np.sin(2 * np.pi * 120 * np.arange(2 * RATE) / RATE)
+        sf.write(folder / "wavs" / f"{clip_id}.wav", samples.astype(np.float32), RATE, subtype="FLOAT")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def prepare(name, **overrides):
+        data_args = DataArguments(
+            dataset_name=str(folder), eval_fraction=0.1, cache_dir=str(tmp_path / "cache"), **overrides
+        )
+        features, report = prepare_datasets(data_args, tokenizer, config, str(tmp_path / name))
+        with open(tmp_path / name / "data_clips.tsv", encoding="utf-8") as handle:
+            rows = {Path(row["path"]).stem: row for row in csv.DictReader(handle, delimiter="\t")}
+        return features, report, rows
+
+    features, report, rows = prepare("screened")
+    expected = dict(zip((line.split("|")[0] for line in lines), kinds))
+    reasons = {"short_word": "too_short", "noisy": "low_snr", "telephone": "narrow_band", "hum": "no_speech"}
+    assert {clip: rows[clip]["drop_reason"] for clip in rows} == {
+        clip: reasons.get(kind, "") for clip, kind in expected.items()
+    }
+    for split in report.values():
+        assert split["seen"] == split["kept"] + sum(entry["count"] for entry in split["dropped"].values())
+    padded = next(clip for clip, kind in expected.items() if kind == "padded")
+    assert float(rows[padded]["trimmed_start_seconds"]) == pytest.approx(0.9, abs=0.05)
+    assert float(rows[padded]["trimmed_end_seconds"]) == pytest.approx(0.9, abs=0.05)
+    assert float(rows[padded]["snr_db"]) > 30 and float(rows[padded]["bandwidth_hz"]) > 7000
+    hum = next(clip for clip, kind in expected.items() if kind == "hum")
+    assert rows[hum]["snr_db"] == "" and rows[hum]["speech_seconds"] == "0.0"
+    screening = next(split["screening"] for split in report.values() if split["screening"]["trimmed_clips"])
+    assert Path(screening["most_trimmed"][0]["path"]).stem == padded and screening["trimmed_seconds"] > 1.7
+    summary = format_report(report)
+    assert "silence trimmed:" in summary and f"{padded}.wav" in summary and "per speaker" in summary
+    assert "low_snr" in summary and "narrow_band" in summary
+    # the kept padded clip trains on 0.1 s of room tone on each side
+    lengths = {
+        Path(path).stem: length
+        for split in features.values()
+        for path, length in zip(split["path"], split["waveform_length"])
+    }
+    original = len(sf.read(DEMO_DIR / "kmr_ljspeech" / "wavs" / f"{padded}.wav")[0])
+    assert lengths[padded] / RATE == pytest.approx(original / RATE + 0.2, abs=0.05)
+
+    # the flags off: nothing trimmed, nothing dropped for SNR or bandwidth; a new cache (the flags are in the key)
+    features, report, rows = prepare("kept", trim_silence=False, min_snr_db=0, min_bandwidth_hz=0)
+    assert {clip: rows[clip]["drop_reason"] for clip in rows if rows[clip]["drop_reason"]} == {hum: "no_speech"}
+    lengths = {
+        Path(path).stem: length
+        for split in features.values()
+        for path, length in zip(split["path"], split["waveform_length"])
+    }
+    assert lengths[padded] == original + 2 * RATE

@@ -1,10 +1,12 @@
-"""Audio that decodes but must not be trained on: cut files, non-finite samples, silence and heavy clipping.
+"""Audio that decodes but must not be trained on: cut files, non-finite samples, silence, heavy clipping, and clips
+that hold no clean speech (no speech, noise, telephone band).
 
     from recipe.data.audio_screening import AudioScreening, broken_reason, measure_levels, level_reason
     screening = AudioScreening(truncation_tolerance=0.05, silence_threshold_db=-50.0, max_clipped_fraction=0.01)
     reason = broken_reason(decoded, screening)              # "truncated", "non_finite_audio" or ""
     levels = measure_levels(decoded.samples, mono, decoded.sampling_rate)
     reason = level_reason(levels, screening)                # "silent", "clipped" or ""
+    reason = activity_reason(activity, screening)           # "no_speech", "low_snr", "narrow_band" or ""
 
 Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damaged file (counted towards
 `--max_bad_fraction`), `level_reason`'s a recording that is whole but unfit. The defaults were measured with
@@ -27,6 +29,9 @@ Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damage
 - `clipped`: more than `max_clipped_fraction` (1%) of the samples at full scale. The bundled clips have none; a demo
   clip amplified 4 times has 3.24% (WAV) / 1.72% (MP3), amplified 2 times 0.36% / 0.22%. A lossy codec rings around
   the cut peaks, so it shows about half the share the cut signal had.
+- `no_speech`, `low_snr`, `narrow_band`: from the clip's `recipe.data.speech_activity.SpeechActivity`: no run of
+  frames above the detector's threshold (steady noise, a hum), speech less than `min_snr_db` above the rest, a
+  spectrum that stops below `min_bandwidth_hz`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recipe.audio import DecodedAudio
+from recipe.data.speech_activity import SpeechActivity
 
 # A sample at or beyond the largest positive 16-bit PCM value (32767 / 32768, as soundfile scales it) is at full
 # scale: the negative extreme of 16-bit PCM is -1.0 exactly, a lossy decoder overshoots beyond 1.
@@ -56,19 +62,22 @@ class AudioScreening:
         silence_threshold_db (`float`): dBFS RMS that at least one 50 ms frame must exceed, else the clip is `silent`.
         max_clipped_fraction (`float`): share of samples at full scale above which a clip is `clipped`; 1 turns the
             check off.
+        trim_silence (`bool`): cut the non-speech around the speech (`recipe.data.speech_activity.trim_bounds`).
+        min_snr_db (`float`): SNR below which a clip is `low_snr`; 0 turns the check off.
+        min_bandwidth_hz (`float`): bandwidth below which a clip is `narrow_band`; 0 turns the check off.
     """
 
     truncation_tolerance: float = 0.05
     silence_threshold_db: float = -50.0
     max_clipped_fraction: float = 0.01
+    # off unless given (`run_finetune.py` turns them on: `recipe.training.screening_arguments`)
+    trim_silence: bool = False
+    min_snr_db: float = 0.0
+    min_bandwidth_hz: float = 0.0
 
     @classmethod
     def from_args(cls, data_args) -> AudioScreening:
-        return cls(
-            truncation_tolerance=data_args.truncation_tolerance,
-            silence_threshold_db=data_args.silence_threshold_db,
-            max_clipped_fraction=data_args.max_clipped_fraction,
-        )
+        return cls(**{name: getattr(data_args, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,17 @@ def measure_levels(samples: np.ndarray, mono: np.ndarray, sampling_rate: int) ->
     loudest_db = 10 * math.log10(loudest) if loudest > 0 else -math.inf
     clipped = np.count_nonzero(np.abs(samples) >= FULL_SCALE) / samples.size
     return AudioLevels(loudest_frame_db=loudest_db, clipped_fraction=float(clipped))
+
+
+def activity_reason(activity: SpeechActivity, screening: AudioScreening) -> str:
+    """`"no_speech"`, `"low_snr"` or `"narrow_band"` for a clip that is loud enough but not clean speech, else `""`."""
+    if not activity.has_speech:
+        return "no_speech"
+    if activity.snr_db < screening.min_snr_db:
+        return "low_snr"
+    if activity.bandwidth_hz < screening.min_bandwidth_hz:
+        return "narrow_band"
+    return ""
 
 
 def level_reason(levels: AudioLevels, screening: AudioScreening) -> str:

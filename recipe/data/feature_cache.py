@@ -56,7 +56,7 @@ from recipe.folders import format_bytes, publish_folder
 logger = logging.getLogger(__name__)
 
 # Bump when the feature computation or the cache layout changes, so that old caches are not reused.
-FEATURE_VERSION = 5
+FEATURE_VERSION = 6
 # The folder of the feature caches, in --cache_dir (else the datasets cache).
 CACHE_FOLDER = "vits_features"
 # The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.
@@ -81,6 +81,10 @@ KEY_ARGUMENTS = (
     "truncation_tolerance",
     "silence_threshold_db",
     "max_clipped_fraction",
+    "trim_silence",
+    "min_snr_db",
+    "min_bandwidth_hz",
+    "max_rate_deviation",
     "keep_clips_with_dropped_characters",
     "allow_audio_outside_dataset",
 )
@@ -388,7 +392,9 @@ def _build(
                 new_fingerprint=hashlib.sha256(f"{cache_path}:{name}".encode()).hexdigest()[:32],
                 desc=f"Preprocessing {name}",
             )
-            report[name], kept = split_report(featurized, settings.spectrogram.sampling_rate, is_uroman)
+            report[name], kept = split_report(
+                featurized, settings.spectrogram.sampling_rate, is_uroman, settings.max_rate_deviation
+            )
             report[name].update(report_entries.get(name, {}))
             files = [entry["filename"] for entry in featurized.cache_files]
             # datasets reports absolute paths; a relative --cache_dir must compare equal to them

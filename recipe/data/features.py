@@ -4,9 +4,10 @@
     clip = featurize(row, settings)      # the clip's features, or empty ones and its one drop reason
     table = featurize_batch(batch, indices, settings, feature_types(names, 80), texts)
 
-A clip is decoded with `recipe.audio` (soundfile + soxr, at the model's sampling rate), screened
-(`recipe.data.audio_screening`: cut files, NaN / inf samples, silence, clipping), checked against its text (read from
-the text pass, `recipe.data.text_pass`) and given its log-mel target. A clip that cannot be used gets exactly one drop
+A clip is decoded with `recipe.audio` (soundfile + soxr, at the model's sampling rate; DC offset removed), screened
+(`recipe.data.audio_screening`: cut files, NaN / inf samples, silence, clipping; `recipe.data.speech_activity`:
+silence trimmed, no speech, noise, telephone band), checked against its text (read from the text pass,
+`recipe.data.text_pass`) and given its log-mel target. A clip that cannot be used gets exactly one drop
 reason, the first of `DROP_REASONS` that applies, and empty arrays. `featurize_batch` runs in the worker processes:
 `FeatureSettings` is picklable and holds all a worker needs besides the row; `workers_for` and `one_torch_thread` set
 up the main process's side of the map.
@@ -24,9 +25,17 @@ import pyarrow as pa
 import torch
 
 from recipe.audio import AudioDecodeError, SpectrogramConfig, decode_audio, log_mel_spectrogram, resample, to_mono
-from recipe.data.audio_screening import AudioLevels, AudioScreening, broken_reason, level_reason, measure_levels
+from recipe.data.audio_screening import (
+    AudioLevels,
+    AudioScreening,
+    activity_reason,
+    broken_reason,
+    level_reason,
+    measure_levels,
+)
 from recipe.data.feature_table import rows_to_table
 from recipe.data.source import Source, resolve_audio_path
+from recipe.data.speech_activity import measure_activity, remove_dc_offset, trim_bounds
 from recipe.data.text_screening import lost_characters
 
 logger = logging.getLogger(__name__)
@@ -46,11 +55,20 @@ DROP_REASONS = (
     "silent",
     # more than --max_clipped_fraction of the samples at full scale
     "clipped",
+    # no run of frames above the speech detector's threshold (recipe.data.speech_activity)
+    "no_speech",
+    # speech less than --min_snr_db above the pauses and the room tone
+    "low_snr",
+    # a spectrum that stops below --min_bandwidth_hz (telephone audio resampled upwards)
+    "narrow_band",
     # the tokenizer deletes a letter or digit of the text (unless --keep_clips_with_dropped_characters)
     "text_not_in_vocabulary",
     "empty_text",
     # more tokens than --max_tokens_length, or more tokens than audio (spectrogram) frames
     "too_many_tokens",
+    # characters per second of speech more than --max_rate_deviation away from the speaker's median: a transcript
+    # that does not match its reading. Given by the report (`recipe.data.report`), which sees every clip of a speaker.
+    "rate_outlier",
 )
 # Reasons that mean broken input (as opposed to a filter doing its job); their share is bounded by --max_bad_fraction.
 # Each of them is checked before the filters, so that a broken file is never counted as, say, `too_short`.
@@ -63,7 +81,17 @@ MIN_CLIPS_PER_WORKER = 128
 # clips holds about 40 MB of features.
 FEATURE_BATCH_SIZE = 16
 # Columns of `feature_types` that only the report reads: the loaded features go without them.
-INTERNAL_COLUMNS = ("drop_reason", "dropped_characters", "num_characters", "clipped_fraction")
+# What the speech detector measured on each decoded clip (NaN for a clip that did not decode whole): the report's
+# distributions and its per-clip table (`data_clips.tsv`).
+SCREENING_COLUMNS = ("trimmed_start_seconds", "trimmed_end_seconds", "speech_seconds", "snr_db", "bandwidth_hz")
+INTERNAL_COLUMNS = (
+    "drop_reason",
+    "dropped_characters",
+    "num_characters",
+    "clipped_fraction",
+    "speaker",
+    *SCREENING_COLUMNS,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,8 @@ class FeatureSettings:
     keep_dropped_characters: bool = False
     # --allow_audio_outside_dataset (a saved / parquet dataset only, see `recipe.data.source`)
     allow_outside: bool = False
+    # --max_rate_deviation, which the report applies (`recipe.data.report.split_report`); 0: off
+    max_rate_deviation: float = 0.0
 
     @classmethod
     def for_source(
@@ -114,6 +144,7 @@ class FeatureSettings:
             screening=AudioScreening.from_args(data_args),
             keep_dropped_characters=data_args.keep_clips_with_dropped_characters,
             allow_outside=source.allow_outside,
+            max_rate_deviation=data_args.max_rate_deviation,
         )
 
 
@@ -188,7 +219,8 @@ def _decode(
             "%s: %s (%d frames decoded, %s declared)", reason, shown, decoded.num_frames, decoded.declared_frames
         )
         return None, shown, reason, None
-    mono = to_mono(decoded.samples)
+    # an offset would shift the loudness and the detector's levels (clipping is read from the file's own samples)
+    mono = remove_dc_offset(to_mono(decoded.samples))
     levels = measure_levels(decoded.samples, mono, decoded.sampling_rate)
     return resample(mono, decoded.sampling_rate, settings.spectrogram.sampling_rate), shown, "", levels
 
@@ -208,7 +240,7 @@ def featurize(row: dict, settings: FeatureSettings) -> dict:
     audio = row[settings.audio_column]
     display_path = audio.get("path") if isinstance(audio, dict) else str(audio)
 
-    reason, waveform, levels = "", None, None
+    reason, waveform, levels, screening = "", None, None, dict.fromkeys(SCREENING_COLUMNS, float("nan"))
     # Refuse an escaping metadata path before anything else, without touching the file.
     path, _ = audio_path(audio, settings)
     if path is None and not (isinstance(audio, dict) and audio.get("bytes") is not None):
@@ -218,13 +250,18 @@ def featurize(row: dict, settings: FeatureSettings) -> dict:
     if not reason:
         waveform, display_path, reason, levels = _decode(audio, path, settings)
     if not reason:
+        waveform, activity, screening = _screen_speech(waveform, settings)
         seconds = len(waveform) / settings.spectrogram.sampling_rate
         if seconds < settings.min_seconds or len(waveform) < settings.spectrogram.n_fft:
             reason = "too_short"
         elif seconds > settings.max_seconds:
             reason = "too_long"
         else:
-            reason = level_reason(levels, settings.screening) or _text_reason(row, len(waveform), settings)
+            reason = (
+                level_reason(levels, settings.screening)
+                or activity_reason(activity, settings.screening)
+                or _text_reason(row, len(waveform), settings)
+            )
 
     num_mels = settings.spectrogram.num_mel_bins
     if reason:
@@ -248,8 +285,29 @@ def featurize(row: dict, settings: FeatureSettings) -> dict:
         "num_characters": row["__num_characters"],
         # measured on every clip that decoded whole, kept or not: the report lists the most clipped
         "clipped_fraction": levels.clipped_fraction if levels is not None else 0.0,
+        "speaker": speaker,
+        **screening,
         "source_text": text,
     }
+
+
+def _screen_speech(waveform: np.ndarray, settings: FeatureSettings):
+    """The clip with its silence trimmed (with --trim_silence), the detector's `SpeechActivity` and the clip's
+    `SCREENING_COLUMNS`. Trimming comes before the duration checks: a clip trimmed below --min_duration_in_seconds
+    is `too_short`."""
+    rate = settings.spectrogram.sampling_rate
+    activity = measure_activity(waveform, rate)
+    start, end = 0, len(waveform)
+    if settings.screening.trim_silence:
+        start, end = trim_bounds(activity, len(waveform), rate)
+    columns = {
+        "trimmed_start_seconds": start / rate,
+        "trimmed_end_seconds": (len(waveform) - end) / rate,
+        "speech_seconds": activity.speech_seconds,
+        "snr_db": activity.snr_db,
+        "bandwidth_hz": activity.bandwidth_hz,
+    }
+    return waveform[start:end], activity, columns
 
 
 def _text_reason(row: dict, num_samples: int, settings: FeatureSettings) -> str:
@@ -305,6 +363,8 @@ def feature_types(speaker_names: tuple[str, ...], num_mels: int) -> datasets.Fea
             "dropped_characters": datasets.Value("string"),
             "num_characters": datasets.Value("int64"),
             "clipped_fraction": datasets.Value("float32"),
+            "speaker": datasets.Value("string"),
+            **{name: datasets.Value("float32") for name in SCREENING_COLUMNS},
             "source_text": datasets.Value("string"),
         }
     )

@@ -20,6 +20,7 @@ from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
 from recipe.training.precision import requested_precision, resolved_precision
+from recipe.training.screening_arguments import ScreeningArguments
 
 
 @dataclass
@@ -107,7 +108,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(ScreeningArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -156,27 +157,6 @@ class DataArguments:
         metadata={
             "help": "Stop when more than this share of a split's clips is broken: missing, undecodable, truncated, "
             "holding NaN / inf samples, or outside the dataset folder."
-        },
-    )
-    truncation_tolerance: float = field(
-        default=0.05,
-        metadata={
-            "help": "Drop a clip as 'truncated' (a broken file) when it decodes to less than (1 - this) of the length "
-            "its header declares, as a cut download does. 1 turns the check off."
-        },
-    )
-    silence_threshold_db: float = field(
-        default=-50.0,
-        metadata={
-            "help": "Drop a clip as 'silent' when no 50 ms frame of it is louder than this RMS level, in dBFS "
-            "(the bundled demo clips' loudest frames: -16.5 to -10.4 dBFS)."
-        },
-    )
-    max_clipped_fraction: float = field(
-        default=0.01,
-        metadata={
-            "help": "Drop a clip as 'clipped' when more than this share of its samples is at full scale. 1 turns "
-            "the check off; the data report lists the most clipped clips either way."
         },
     )
     keep_clips_with_dropped_characters: bool = field(
@@ -240,18 +220,10 @@ class DataArguments:
             parse_speakers(self.speakers)
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be between 0 and 1 (exclusive), not {self.eval_fraction}")
-        for name in (
-            "max_bad_fraction",
-            "truncation_tolerance",
-            "max_clipped_fraction",
-            "max_text_not_in_vocabulary_fraction",
-        ):
+        for name in ("max_bad_fraction", "max_text_not_in_vocabulary_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name} must be between 0 and 1, not {getattr(self, name)}")
-        if not self.silence_threshold_db <= 0:
-            raise ValueError(
-                f"--silence_threshold_db is a level in dBFS, at most 0 (full scale), not {self.silence_threshold_db}"
-            )
+        self.check_screening()
         if not 0 <= self.min_duration_in_seconds < self.max_duration_in_seconds:
             raise ValueError(
                 "Need 0 <= --min_duration_in_seconds < --max_duration_in_seconds, got "

@@ -1,0 +1,79 @@
+"""The audio screening flags of `run_finetune.py` (the base of `DataArguments`): what makes a decoded clip unfit to
+train on, and the trimming of its silence.
+
+The checks themselves are `recipe.data.audio_screening` (files and levels), `recipe.data.speech_activity` (trimming,
+SNR, bandwidth) and `recipe.data.report` (speaking rates); the defaults come from `benchmarks/screening.py`, whose
+figures are in the README's results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ScreeningArguments:
+    truncation_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "Drop a clip as 'truncated' (a broken file) when it decodes to less than (1 - this) of the length "
+            "its header declares, as a cut download does. 1 turns the check off."
+        },
+    )
+    silence_threshold_db: float = field(
+        default=-50.0,
+        metadata={
+            "help": "Drop a clip as 'silent' when no 50 ms frame of it is louder than this RMS level, in dBFS "
+            "(the bundled demo clips' loudest frames: -16.5 to -10.4 dBFS)."
+        },
+    )
+    max_clipped_fraction: float = field(
+        default=0.01,
+        metadata={
+            "help": "Drop a clip as 'clipped' when more than this share of its samples is at full scale. 1 turns "
+            "the check off; the data report lists the most clipped clips either way."
+        },
+    )
+    trim_silence: bool = field(
+        default=True,
+        metadata={
+            "help": "Cut the non-speech before the first and after the last speech of each clip (an energy "
+            "detector; 0.1 s kept on each side), so that the voice does not learn to start and end its sentences "
+            "with room tone. --trim_silence false keeps the clips as they are."
+        },
+    )
+    min_snr_db: float = field(
+        default=12.0,
+        metadata={
+            "help": "Drop a clip as 'low_snr' when its speech is less than this many dB above its pauses and room "
+            "tone (the data report lists each clip's figure). 0 turns the check off."
+        },
+    )
+    min_bandwidth_hz: float = field(
+        default=5000.0,
+        metadata={
+            "help": "Drop a clip as 'narrow_band' when its speech spectrum stops below this frequency, as telephone "
+            "audio resampled upwards does (at 4 kHz). 0 turns the check off."
+        },
+    )
+    max_rate_deviation: float = field(
+        default=0.35,
+        metadata={
+            "help": "Drop a clip as 'rate_outlier' when its speaking rate (characters per second of speech) is "
+            "more than this share faster or slower than its speaker's median (x1.35 or /1.35): a transcript that "
+            "does not match the reading. Speakers with fewer than 5 clips are not checked. 0 turns the check off."
+        },
+    )
+
+    def check_screening(self) -> None:
+        """Raises `ValueError` for a screening flag out of its range (called by `DataArguments.__post_init__`)."""
+        for name in ("truncation_tolerance", "max_clipped_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} must be between 0 and 1, not {getattr(self, name)}")
+        if not self.silence_threshold_db <= 0:
+            raise ValueError(
+                f"--silence_threshold_db is a level in dBFS, at most 0 (full scale), not {self.silence_threshold_db}"
+            )
+        for name in ("min_snr_db", "min_bandwidth_hz", "max_rate_deviation"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} must be at least 0 (0 turns the check off), not {getattr(self, name)}")
