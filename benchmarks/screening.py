@@ -220,14 +220,16 @@ def short_transcript(sentence: str) -> str:
     """A different, much shorter sentence from the words of the statement `sentence`: its subject and verb, then
     `it` (`The old farmer carried it.`)."""
     words = sentence.rstrip(".?").split()
-    # the verb is the first past form: the subjects hold none (`make_sentences`' grammar)
+    # the verb is the first past form after the subject's first two words (`a tired driver visited`)
     verb = next(i for i, word in enumerate(words) if i >= 2 and (word.endswith("ed") or word == "found"))
     return " ".join(words[: verb + 1]) + " it."
 
 
+# words a cut long transcript does not end on (`... and our captain found the.`)
 _DANGLING = {
     "a", "an", "the", "and", "of", "at", "in", "on", "to", "without", "near", "next", "after", "before", "while",
     "during", "because", "as", "it", "was", "day", "end", "middle", "summer", "cold", "winter", "long", "sun",
+    "small", "heavy", "bright", "empty", "warm", "red", "green", "silver", "yellow", "wooden", "cup", "basket",
 }  # fmt: skip
 
 
@@ -245,7 +247,6 @@ def long_transcript(sentences: list[str], target_characters: int) -> str:
         if len(" ".join(kept)) >= target_characters:
             break
         kept.append(word)
-    # not ending on an article or a preposition (`... and our captain found the.`)
     while len(kept) > 1 and kept[-1] in _DANGLING:
         kept.pop()
     text = " ".join(kept)
@@ -262,6 +263,7 @@ def clip_plan(seed: int) -> list[dict]:
     per_speaker = sum(CLIPS_PER_SPEAKER.values()) + DEV_CLIPS_PER_SPEAKER
     sentences = make_sentences(len(SPEAKERS) * per_speaker + 64, seed)
     spare = sentences[len(SPEAKERS) * per_speaker :]
+    statements = [sentence for sentence in spare if sentence.endswith(".")]
     plan, index = [], 0
     for speaker in SPEAKERS:
         kinds = [(kind, "train") for kind, count in CLIPS_PER_SPEAKER.items() for _ in range(count)]
@@ -269,24 +271,21 @@ def clip_plan(seed: int) -> list[dict]:
         for kind, split in kinds:
             read = sentences[index]
             clip = {"speaker": speaker, "split": split, "defect": kind, "read": read, "sentence": read}
-            if kind in ("padded_silence", "room_tone"):
-                clip["before_seconds"], clip["after_seconds"] = (
-                    round(float(s), 3) for s in rng.uniform(*PAD_SECONDS, 2)
-                )
+            if kind in TRIMMED_CLASSES:
+                before, after = rng.uniform(*PAD_SECONDS, 2)
+                clip["before_seconds"], clip["after_seconds"] = round(float(before), 3), round(float(after), 3)
                 if kind == "room_tone":
                     clip["level_db"] = round(float(rng.uniform(*ROOM_TONE_DB)), 2)
             elif kind == "noisy":
                 clip["snr_db"] = round(float(rng.uniform(*NOISE_SNR_DB)), 2)
                 clip["color"] = "white" if index % 2 else "pink"
-            elif kind == "dc_offset":
+            elif kind == DC_OFFSET:
                 clip["offset"] = DC_OFFSET_VALUE
             elif kind == "swapped":
-                longer = index % 2 == 0
-                if longer:
+                if index % 2 == 0:
                     others = [spare[(index + k) % len(spare)] for k in range(3)]
                     clip["sentence"] = long_transcript(others, round(SWAP_LENGTH_FACTOR * len(read)))
                 else:
-                    statements = [s for s in spare if s.endswith(".")]
                     clip["sentence"] = short_transcript(statements[index % len(statements)])
                 clip["transcript_length_ratio"] = round(len(clip["sentence"]) / len(read), 2)
             elif kind == "truncated_reading":
@@ -340,6 +339,7 @@ def render_clip(voice, text: str, length_scale: float) -> np.ndarray:
 
 
 def write_tsv(path: str, rows: list[dict]) -> None:
+    """A Common Voice TSV (`TSV_COLUMNS`, unquoted: the sentences hold no tab)."""
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write("\t".join(TSV_COLUMNS) + "\n")
         for row in rows:
@@ -359,9 +359,8 @@ def generate(work_dir: str, seed: int) -> dict:
     defects, rows = {}, {"train": [], "dev": []}
     for number, clip in enumerate(plan):
         length_scale, semitones = SPEAKERS[clip["speaker"]]
-        clip_seed = seed * 100_003 + number
         spoken = shift_pitch(render_clip(voice, clip["read"], length_scale), rate, semitones)
-        waveform = apply_defect(spoken, rate, clip, np.random.default_rng(clip_seed))
+        waveform = apply_defect(spoken, rate, clip, np.random.default_rng(seed * 100_003 + number))
         sf.write(os.path.join(folder, "clips", clip["file"]), waveform, rate, subtype="FLOAT")
         entry = {key: value for key, value in clip.items() if key not in ("file", "read", "sentence")}
         entry.update(seconds=round(len(waveform) / rate, 3), clip_level_db=round(rms_db(waveform), 2))
@@ -387,8 +386,9 @@ def summarize_folder(defects: dict, seed: int, seconds: float | None = None) -> 
     for entry in defects.values():
         per_class[entry["defect"]].append(entry["seconds"])
     classes = {
-        kind: {"clips": len(durations), "min_seconds": min(durations), "max_seconds": max(durations)}
-        for kind, durations in ((kind, per_class[kind]) for kind in CLASSES if per_class[kind])
+        kind: {"clips": len(per_class[kind]), "min_seconds": min(per_class[kind]), "max_seconds": max(per_class[kind])}
+        for kind in CLASSES
+        if per_class[kind]
     }
     summary = {"seed": seed, "clips": len(defects), "speakers": len(SPEAKERS), "classes": classes}
     if seconds is not None:
@@ -598,43 +598,24 @@ def format_results(results: dict) -> str:
                 "trimmed": _format_range(ranges["trimmed_seconds"], 2),
             }
         )
-    lines = [
-        format_table(
-            rows,
-            [
-                ("class", "class", ""),
-                ("clips", "clips", "d"),
-                ("dropped", "dropped", "d"),
-                ("expected", "expected", ""),
-                ("recall", "recall", ".0%"),
-                ("caught_any", "any reason", ".0%"),
-                ("snr", "SNR dB", ""),
-                ("bandwidth", "bandwidth Hz", ""),
-                ("rate_ratio", "rate/speaker", ""),
-                ("trimmed", "trimmed s", ""),
-                ("reasons", "dropped by", ""),
-            ],
-        ),  # fmt: skip
-        "",
-    ]
+    class_columns = [
+        ("class", "class", ""), ("clips", "clips", "d"), ("dropped", "dropped", "d"), ("expected", "expected", ""),
+        ("recall", "recall", ".0%"), ("caught_any", "any reason", ".0%"), ("snr", "SNR dB", ""),
+        ("bandwidth", "bandwidth Hz", ""), ("rate_ratio", "rate/speaker", ""), ("trimmed", "trimmed s", ""),
+        ("reasons", "dropped by", ""),
+    ]  # fmt: skip
+    lines = [format_table(rows, class_columns), ""]
     reason_rows = [
         {"reason": reason, "dropped": entry["dropped"], "precision": entry["precision"],
          "defects": ", ".join(f"{kind} {count}" for kind, count in entry["by_defect"].items())}
         for reason, entry in results["reasons"].items()
     ]  # fmt: skip
     if reason_rows:
-        lines.append(
-            format_table(
-                reason_rows,
-                [
-                    ("reason", "reason", ""),
-                    ("dropped", "dropped", "d"),
-                    ("precision", "precision", ".0%"),
-                    ("defects", "clips dropped, by defect", ""),
-                ],
-            )  # fmt: skip
-        )
-        lines.append("")
+        reason_columns = [
+            ("reason", "reason", ""), ("dropped", "dropped", "d"), ("precision", "precision", ".0%"),
+            ("defects", "clips dropped, by defect", ""),
+        ]  # fmt: skip
+        lines.extend([format_table(reason_rows, reason_columns), ""])
     clean = results["clean_wrongly_dropped"]
     share = clean["wrongly_dropped_share"]
     reasons = ", ".join(f"{reason} {count}" for reason, count in clean["reasons"].items()) or "none"
@@ -651,6 +632,11 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _shown(part: str) -> str:
+    """A command's argument as the results cite it: paths in the checkout relative to it."""
+    return os.path.relpath(part, REPO_ROOT) if part.startswith(REPO_ROOT + os.sep) else part
+
+
 def screen(work_dir: str, run_name: str, extra: list[str]) -> dict:
     """Run the screening (unless its report and table are there), score it, print and write the results."""
     defects_path = os.path.join(work_dir, "cv", DEFECTS_NAME)
@@ -658,8 +644,7 @@ def screen(work_dir: str, run_name: str, extra: list[str]) -> dict:
         raise MissingRunOutput(f"{defects_path} is missing: run --stage generate first")
     run_dir = os.path.join(work_dir, "runs", run_name)
     command = screen_command(work_dir, run_name, extra)
-    done = all(os.path.isfile(os.path.join(run_dir, name)) for name in (DATA_REPORT, CLIPS_TABLE))
-    if done:
+    if all(os.path.isfile(os.path.join(run_dir, name)) for name in (DATA_REPORT, CLIPS_TABLE)):
         print(f"screen: {run_dir} holds {DATA_REPORT} and {CLIPS_TABLE}, run_finetune.py skipped", flush=True)
     else:
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
@@ -675,8 +660,7 @@ def screen(work_dir: str, run_name: str, extra: list[str]) -> dict:
     with open(defects_path, encoding="utf-8") as handle:
         defects = json.load(handle)
     results = {
-        "command": "python "
-        + " ".join(os.path.relpath(part, REPO_ROOT) if os.path.isabs(part) else part for part in command[1:]),
+        "command": "python " + " ".join(_shown(part) for part in command[1:]),
         "run_name": run_name,
         "trimmed_seconds_threshold": TRIMMED_SECONDS,
         "expected_reasons": EXPECTED,
@@ -703,6 +687,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="sentences, voice noise and defect parameters")
     args, extra = parser.parse_known_args(argv)
     work_dir = os.path.abspath(args.work_dir)
+    if extra and args.stage == "generate":
+        parser.error(f"unrecognized arguments (passed on to run_finetune.py by the screen stage only): {extra}")
     results = {}
     if args.stage in ("generate", "all"):
         defects_path = os.path.join(work_dir, "cv", DEFECTS_NAME)
@@ -714,15 +700,11 @@ def main(argv=None) -> dict:
             print(f"generate: {os.path.join(work_dir, 'cv')}", flush=True)
             results["generate"] = generate(work_dir, args.seed)
             write_json(results["generate"], os.path.join(work_dir, "generate.json"))
-        print(format_table(
-            [{"class": kind, **entry} for kind, entry in results["generate"]["classes"].items()],
-            [("class", "class", ""), ("clips", "clips", "d"), ("min_seconds", "min s", ".2f"),
-             ("max_seconds", "max s", ".2f")],
-        ))  # fmt: skip
+        generated = [{"class": kind, **entry} for kind, entry in results["generate"]["classes"].items()]
+        columns = [("class", "class", ""), ("clips", "clips", "d"), ("min_seconds", "min s", ".2f")]
+        print(format_table(generated, [*columns, ("max_seconds", "max s", ".2f")]))
     if args.stage in ("screen", "all"):
         results["screen"] = screen(work_dir, args.run_name, extra)
-    elif extra:
-        parser.error(f"unrecognized arguments (passed on to run_finetune.py by --stage screen only): {extra}")
     return results
 
 

@@ -36,8 +36,7 @@ def loud_span(waveform: np.ndarray, threshold: float = 1e-3) -> tuple[int, int]:
 
 def test_padded_silence_adds_near_silence_on_each_side(screening):
     rng = np.random.default_rng(0)
-    speech = tone()
-    padded = screening.pad_with_silence(speech, RATE, 0.5, 2.0, rng)
+    padded = screening.pad_with_silence(tone(), RATE, 0.5, 2.0, rng)
     start, end = loud_span(padded)
     assert start / RATE == pytest.approx(0.5, abs=0.002)
     assert (len(padded) - end) / RATE == pytest.approx(2.0, abs=0.002)
