@@ -254,7 +254,7 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
 
     from recipe.audio import SpectrogramConfig
     from recipe.data.feature_table import rows_to_table
-    from recipe.data.features import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, feature_types
+    from recipe.data.features import FEATURE_BATCH_SIZE, MIN_CLIPS_PER_WORKER, SCREENING_COLUMNS, feature_types
     from recipe.text import encode_text_with_dropped
 
     sentences = demo_sentences()
@@ -276,6 +276,7 @@ def pipeline_costs(args: argparse.Namespace, work_dir: str, tokenizer, model_con
                 "waveform_length": samples, "mel_length": frames, "tokens_length": len(ids), "speaker_id": 0,
                 "text": normalized, "path": f"clip_{index}.wav", "drop_reason": "", "dropped_characters": "",
                 "num_characters": count, "clipped_fraction": 0.0, "source_text": sentences[index % len(sentences)],
+                "speaker": "speaker", **dict.fromkeys(SCREENING_COLUMNS, 0.5),
             }
         )  # fmt: skip
     table = _best_of(repeats, lambda: rows_to_table(rows, features)) / FEATURE_BATCH_SIZE

@@ -209,7 +209,7 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         (speech("silent.wav", 1.0, gain=0.0), "Bêdeng."),
         (speech("loud.wav", 1.0, gain=30.0), "Bilind."),
         (noise("hiss.wav", 1.5), "Xişxiş."),
-        (write("noisy.wav", voice + voice.std() * rng.standard_normal(len(voice))), "Bi deng."),
+        (write("noisy.wav", voice + 0.3 * voice.std() * rng.standard_normal(len(voice))), "Bi deng."),
         (
             write("phone.wav", soxr.resample(soxr.resample(voice, SAMPLING_RATE, 8000), 8000, SAMPLING_RATE)),
             "Telefon.",
@@ -901,5 +901,5 @@ def test_the_cache_key_of_the_same_inputs_never_changes():
         format="ljspeech",
     )
     args = DataArguments(dataset_name=str(LJSPEECH))
-    assert feature_cache_key(source, args, tokenizer, spectrogram) == "99f4554c0689aa39b34ffabd81eeaf80"
-    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "349ecbfdb41fa468ce36d939affa841a"
+    assert feature_cache_key(source, args, tokenizer, spectrogram) == "d5724bac81d27bc48c3b6dac1b1a08f2"
+    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "408d40b61d0fb22e9390cd45cac8c316"

@@ -15,6 +15,7 @@ from conftest import DEMO_DIR, make_tiny_config
 from recipe.audio import decode_audio, to_mono
 from recipe.data.audio_screening import AudioScreening, broken_reason, level_reason, measure_levels
 from recipe.data.pipeline import DataError, format_report, prepare_datasets
+from recipe.data.speech_activity import TRIM_PAD_SECONDS, measure_activity
 from recipe.training.arguments import DataArguments
 
 RATE = 16000
@@ -210,8 +211,12 @@ def test_screening_in_the_pipeline_trims_drops_and_reports_each_clip(tmp_path):
     for split in report.values():
         assert split["seen"] == split["kept"] + sum(entry["count"] for entry in split["dropped"].values())
     padded = next(clip for clip, kind in expected.items() if kind == "padded")
-    assert float(rows[padded]["trimmed_start_seconds"]) == pytest.approx(0.9, abs=0.05)
-    assert float(rows[padded]["trimmed_end_seconds"]) == pytest.approx(0.9, abs=0.05)
+    # the second of room tone and the demo clip's own silence before its speech, less the 0.1 s pad
+    original = sf.read(DEMO_DIR / "kmr_ljspeech" / "wavs" / f"{padded}.wav", dtype="float32")[0]
+    speech = measure_activity(original, RATE)
+    lead, tail = speech.first_sample / RATE, (len(original) - speech.end_sample) / RATE
+    assert float(rows[padded]["trimmed_start_seconds"]) == pytest.approx(1 + lead - TRIM_PAD_SECONDS, abs=0.03)
+    assert float(rows[padded]["trimmed_end_seconds"]) == pytest.approx(1 + tail - TRIM_PAD_SECONDS, abs=0.03)
     assert float(rows[padded]["snr_db"]) > 30 and float(rows[padded]["bandwidth_hz"]) > 7000
     hum = next(clip for clip, kind in expected.items() if kind == "hum")
     assert rows[hum]["snr_db"] == "" and rows[hum]["speech_seconds"] == "0.0"
@@ -226,15 +231,18 @@ def test_screening_in_the_pipeline_trims_drops_and_reports_each_clip(tmp_path):
         for split in features.values()
         for path, length in zip(split["path"], split["waveform_length"])
     }
-    original = len(sf.read(DEMO_DIR / "kmr_ljspeech" / "wavs" / f"{padded}.wav")[0])
-    assert lengths[padded] / RATE == pytest.approx(original / RATE + 0.2, abs=0.05)
+    spoken = (speech.end_sample - speech.first_sample) / RATE
+    assert lengths[padded] / RATE == pytest.approx(spoken + 2 * TRIM_PAD_SECONDS, abs=0.03)
 
-    # the flags off: nothing trimmed, nothing dropped for SNR or bandwidth; a new cache (the flags are in the key)
-    features, report, rows = prepare("kept", trim_silence=False, min_snr_db=0, min_bandwidth_hz=0)
+    # the flags off: nothing trimmed, nothing dropped for SNR, bandwidth or speaking rate (the kept 0.2 s word and
+    # noisy clip would be rate outliers); a new cache (the flags are in the key)
+    features, report, rows = prepare(
+        "kept", trim_silence=False, min_snr_db=0, min_bandwidth_hz=0, max_rate_deviation=0
+    )
     assert {clip: rows[clip]["drop_reason"] for clip in rows if rows[clip]["drop_reason"]} == {hum: "no_speech"}
     lengths = {
         Path(path).stem: length
         for split in features.values()
         for path, length in zip(split["path"], split["waveform_length"])
     }
-    assert lengths[padded] == original + 2 * RATE
+    assert lengths[padded] == len(original) + 2 * RATE
