@@ -102,6 +102,23 @@ def test_telephone_band_is_narrow():
     assert activity_reason(measure_activity(telephone, RATE), AudioScreening(min_bandwidth_hz=0)) == ""
 
 
+def test_the_bandwidth_of_a_sample_of_frames_is_that_of_all_frames(monkeypatch):
+    """A long clip's bandwidth comes from `BANDWIDTH_FRAMES` of its speech frames: the same figure as from all."""
+    import recipe.data.speech_activity as speech_activity
+
+    voice = np.concatenate([speech(f"KMR-{index:04d}") for index in range(1, 9)])
+    for clip in (voice, soxr.resample(soxr.resample(voice, RATE, 8000), 8000, RATE).astype(np.float32)):
+        sampled = measure_activity(clip, RATE)
+        assert sampled.speech_seconds / speech_activity.HOP_SECONDS > 4 * speech_activity.BANDWIDTH_FRAMES
+        monkeypatch.setattr(speech_activity, "BANDWIDTH_FRAMES", 10**6)
+        every = measure_activity(clip, RATE)
+        monkeypatch.undo()
+        assert abs(sampled.bandwidth_hz - every.bandwidth_hz) <= 100  # two bins of 50 Hz
+        assert (sampled.first_sample, sampled.end_sample, sampled.snr_db) == (
+            every.first_sample, every.end_sample, every.snr_db
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["white_noise", "hum", "rumble_under_room_tone"])
 def test_steady_sound_is_no_speech(kind):
     rng = np.random.default_rng(2)
