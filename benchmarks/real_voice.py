@@ -221,12 +221,13 @@ def render(args, results: dict) -> None:
     results["render"] = figures
 
 
-def run(command: list[str], log_path: str) -> float:
-    """Run a command with its output in `log_path`; returns the wall-clock seconds; raises when it fails."""
+def run(command: list[str], log_path: str, accepted_codes: tuple[int, ...] = (0,)) -> float:
+    """Run a command with its output in `log_path`; returns the wall-clock seconds; raises when it exits with a
+    status not in `accepted_codes` (`recipe.compare` exits with 1 when a verdict fails: a result, not an error)."""
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    if completed.returncode != 0:
+    if completed.returncode not in accepted_codes:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {completed.returncode}: see {log_path}")
     return time.monotonic() - started
 

@@ -121,13 +121,16 @@ def compare(args, name: str) -> dict:
         "--seed", str(args.seed),
         "--output_dir", output,
     ]  # fmt: skip
-    seconds = run(command, os.path.join(args.work_dir, f"compare_{name}.log"))
+    # a failed verdict (status 1) is one of the figures: the untrimmed voice's silence is what is measured
+    seconds = run(command, os.path.join(args.work_dir, f"compare_{name}.log"), accepted_codes=(0, 1))
     with open(os.path.join(output, "comparison.json"), encoding="utf-8") as handle:
-        means = json.load(handle)["summary"]["means"]
-    keys = (*SILENCE_KEYS, "rms_dbfs", "cer")
+        comparison = json.load(handle)
+    means = comparison["summary"]["means"]
+    keys = (*SILENCE_KEYS, "silence_ratio", "duration_s", "rms_dbfs", "cer")
     return {
         "cpu_minutes": round(seconds / 60, 1),
         **{label: {key: round(means[label][key], 4) for key in keys if key in means[label]} for label in means},
+        "verdicts": {verdict["name"]: verdict["status"] for verdict in comparison["verdicts"]},
     }
 
 

@@ -163,3 +163,20 @@ def test_rate_outliers_are_measured_against_their_speaker():
     assert unchanged == columns["drop_reason"]
     few = {name: values[: MIN_RATE_CLIPS - 1] for name, values in columns.items()}
     assert speaking_rates(few)["speaker_rate"] == [None] * (MIN_RATE_CLIPS - 1)
+
+
+def test_a_final_stop_release_after_a_gap_is_kept():
+    """The release of a final stop ("...at work.") is 20-30 ms of noise up to 150 ms after the vowel: too short to be
+    a run of speech, and part of it. Trimming keeps it (and the pad after it); a burst far after the speech is cut."""
+    rng = np.random.default_rng(0)
+    voice = speech()
+    gap, burst = room_tone(0.15, -60, rng), room_tone(0.025, -25, rng)
+    tail = room_tone(1.0, -60, rng)
+    clip = np.concatenate([room_tone(0.5, -60, rng), voice, gap, burst, tail])
+    burst_end = (0.5 + 0.15 + 0.025) * RATE + len(voice)
+    start, end = trim_bounds(measure_activity(clip, RATE), len(clip), RATE)
+    assert end / RATE == pytest.approx((burst_end / RATE) + TRIM_PAD_SECONDS, abs=0.03)
+    # the same burst a second after the speech is a click in the room, not the speech's end
+    far = np.concatenate([room_tone(0.5, -60, rng), voice, room_tone(1.0, -60, rng), burst, tail])
+    start, end = trim_bounds(measure_activity(far, RATE), len(far), RATE)
+    assert end / RATE == pytest.approx((0.5 * RATE + len(voice)) / RATE + TRIM_PAD_SECONDS, abs=0.03)

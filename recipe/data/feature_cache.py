@@ -56,7 +56,7 @@ from recipe.folders import format_bytes, publish_folder
 logger = logging.getLogger(__name__)
 
 # Bump when the feature computation or the cache layout changes, so that old caches are not reused.
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 # The folder of the feature caches, in --cache_dir (else the datasets cache).
 CACHE_FOLDER = "vits_features"
 # The cache folder: one Arrow file (or one per worker) per split as `datasets.map` wrote it, and this manifest.

@@ -6,11 +6,13 @@
 
 An energy detector on Hann-windowed frames of the clip (`FRAME_SECONDS` every `HOP_SECONDS`), computed at the model's
 sampling rate in the `datasets.map` workers, after a `HIGHPASS_ORDER` Butterworth high-pass at `HIGHPASS_HZ`, so that
-rumble, hum or wind does not count as speech (a 20 ms frame's spectrum cannot separate 15 Hz from 100 Hz). A frame is speech when its level is above both the clip's noise
-floor (its `FLOOR_PERCENTILE`-th quietest frame) plus `FLOOR_MARGIN_DB` and the loudest frame minus
-`PEAK_RANGE_DB`, in runs of at least `MIN_SPEECH_SECONDS` (a click or a breath is not a sentence):
+rumble, hum or wind does not count as speech (a 20 ms frame's spectrum cannot separate 15 Hz from 100 Hz). A frame
+is speech when its level is above both the clip's noise floor (its `FLOOR_PERCENTILE`-th quietest frame) plus
+`FLOOR_MARGIN_DB` and the loudest frame minus `PEAK_RANGE_DB`, in runs of at least `MIN_SPEECH_SECONDS` (a click or a breath is not a sentence):
 
-- trimming keeps from the first to the last speech frame, with `TRIM_PAD_SECONDS` on each side;
+- trimming keeps from the first to the last speech frame, extended over any louder-than-threshold frame within
+  `RELEASE_GAP_SECONDS` of them (the release of a final stop, 20-30 ms long, comes up to 150 ms after the vowel and is
+  too short to be a run of speech itself), with `TRIM_PAD_SECONDS` on each side;
 - `snr_db`: the mean power of the speech frames against the noise floor: the mean of the quietest
   `FLOOR_PERCENTILE` % of the frames (room tone, the gaps between words and the closures of stops). The mean of all
   non-speech frames would count the soft sounds of a clip cut tightly around its speech as noise (a bundled demo
@@ -46,6 +48,10 @@ MIN_SPEECH_SECONDS = 0.05
 # Kept before the first and after the last speech frame: the onset of a plosive and the decay of the last sound sit
 # under the threshold, and a voice trained on clips cut at the threshold learns to start abruptly.
 TRIM_PAD_SECONDS = 0.1
+# Loud frames this close to the speech's first or last frame belong to it (a stop's release, a soft onset): without
+# it, 4 of 72 clean clips of benchmarks/screening.py lost their final release even after the pad
+# (benchmarks/vad_comparison.py).
+RELEASE_GAP_SECONDS = 0.25
 BANDWIDTH_SMOOTHING_HZ = 250.0
 BANDWIDTH_RANGE_DB = 50.0
 # Speech frames whose spectra make the bandwidth's mean spectrum (1.28 s of speech): beyond that, more frames cost
@@ -61,8 +67,8 @@ class SpeechActivity:
     """What the detector found in one clip (at the rate it was measured at).
 
     Args:
-        first_sample (`int`), end_sample (`int`): the speech, from its first sample to one past its last, without the
-            pad; both 0 when no frame is speech.
+        first_sample (`int`), end_sample (`int`): the speech (with the loud frames near its edges), from its first
+            sample to one past its last, without the pad; both 0 when no frame is speech.
         speech_seconds (`float`): the length of the frames that are speech (pauses between runs left out).
         snr_db (`float`): speech against non-speech power, in dB, at most `MAX_SNR_DB`; NaN without speech.
         bandwidth_hz (`float`): where the speech spectrum stops (see the module docstring); NaN without speech.
@@ -121,8 +127,8 @@ def _spectra(frames: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, np.nda
     return spectra[:, frequencies >= HIGHPASS_HZ], frequencies[frequencies >= HIGHPASS_HZ]
 
 
-def _speech_frames(level_db: np.ndarray, hop: int, sampling_rate: int) -> np.ndarray:
-    """Frames above the threshold, in runs of at least `MIN_SPEECH_SECONDS`."""
+def _speech_frames(level_db: np.ndarray, hop: int, sampling_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames above the threshold in runs of at least `MIN_SPEECH_SECONDS` (speech), and all frames above it."""
     floor = np.percentile(level_db, FLOOR_PERCENTILE, method="lower")
     threshold = max(floor + FLOOR_MARGIN_DB, level_db.max() - PEAK_RANGE_DB)
     loud = level_db > threshold
@@ -133,7 +139,24 @@ def _speech_frames(level_db: np.ndarray, hop: int, sampling_rate: int) -> np.nda
     for start, end in zip(edges[::2], edges[1::2]):
         if end - start >= min_run:
             speech[start:end] = True
-    return speech
+    return speech, loud
+
+
+def _extended_edges(speech: np.ndarray, loud: np.ndarray, hop: int, sampling_rate: int) -> tuple[int, int]:
+    """The first and last frame of the speech, each moved outwards over loud frames no more than
+    `RELEASE_GAP_SECONDS` from the edge reached so far."""
+    gap = max(1, round(RELEASE_GAP_SECONDS * sampling_rate / hop))
+    indices, loud_indices = np.flatnonzero(speech), np.flatnonzero(loud)
+    first, last = int(indices[0]), int(indices[-1])
+    for index in loud_indices[loud_indices > last]:
+        if index - last > gap:
+            break
+        last = int(index)
+    for index in loud_indices[loud_indices < first][::-1]:
+        if first - index > gap:
+            break
+        first = int(index)
+    return first, last
 
 
 def _bandwidth(spectra: np.ndarray, frequencies: np.ndarray) -> float:
@@ -154,11 +177,12 @@ def measure_activity(waveform: np.ndarray, sampling_rate: int) -> SpeechActivity
     if not power.max() > 0:
         return SpeechActivity(0, 0, 0.0, math.nan, math.nan)
     level_db = 10 * np.log10(power + _TINY)
-    speech = _speech_frames(level_db, hop, sampling_rate)
+    speech, loud = _speech_frames(level_db, hop, sampling_rate)
     if not speech.any():
         return SpeechActivity(0, 0, 0.0, math.nan, math.nan)
     indices = np.flatnonzero(speech)
-    first, end = int(indices[0]) * hop, min(len(waveform), int(indices[-1]) * hop + frame)
+    first_frame, last_frame = _extended_edges(speech, loud, hop, sampling_rate)
+    first, end = first_frame * hop, min(len(waveform), last_frame * hop + frame)
     floor = np.sort(power)[: max(1, len(power) * FLOOR_PERCENTILE // 100)]
     snr = 10 * math.log10(power[speech].mean() / max(floor.mean(), _TINY))
     # evenly spread over the speech: as many frames as a short clip has
