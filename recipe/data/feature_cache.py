@@ -6,10 +6,11 @@
 
 A folder `<cache_dir>/vits_features/<key>/` holds, per split, the Arrow file(s) `datasets.map` wrote while
 featurizing (one Arrow table per batch of clips, one file per worker; dropped clips are empty rows), the report of
-the build (`build_report.json`) and, written last, the manifest (`features.json`: per split its files and the rows
-to read, `null` when every row is a kept clip). A folder with a manifest is complete; it is built under a temporary
-name and renamed into place (`recipe.folders.publish_folder`), so that a reader never sees half a cache. Loading
-memory-maps the files: nothing is copied.
+the build (`build_report.json`) and, written last, the manifest (`features.json`: per split its files, the rows
+to read, `null` when every row is a kept clip, and after a `best` speaker choice the chosen `speaker_names`). A
+folder with a manifest is complete; it is built under a temporary name and renamed into place
+(`recipe.folders.publish_folder`), so that a reader never sees half a cache. Loading memory-maps the files: nothing
+is copied.
 
 The key (`feature_cache_key`) hashes the source's content (`Source.fingerprint`), its layout's name, the featurized
 splits, the tokenizer, the spectrogram geometry, `FEATURE_VERSION` and every argument the features depend on: the
@@ -49,6 +50,7 @@ from recipe.data.features import (
 )
 from recipe.data.report import split_report
 from recipe.data.source import DataError, Source
+from recipe.data.speaker_best import BestChoice, relabel_speakers
 from recipe.data.splits import SPLITS, probe_seconds
 from recipe.errors import UnavailableError
 from recipe.folders import format_bytes, publish_folder
@@ -374,6 +376,8 @@ def _build(
 ) -> dict:
     """`write_feature_cache`'s work, in the folder `building`, published as `cache_path` when complete."""
     report, manifest = {}, {}
+    # --speaker_id best / --speakers best:N: chosen on the first split, applied to each (`recipe.data.speaker_best`)
+    best = BestChoice(settings.best_speakers, settings.spectrogram.sampling_rate) if settings.best_speakers else None
     with one_torch_thread():
         for name, split in splits.items():
             featurized = split.map(
@@ -393,7 +397,7 @@ def _build(
                 desc=f"Preprocessing {name}",
             )
             report[name], kept = split_report(
-                featurized, settings.spectrogram.sampling_rate, is_uroman, settings.max_rate_deviation
+                featurized, settings.spectrogram.sampling_rate, is_uroman, settings.max_rate_deviation, best
             )
             report[name].update(report_entries.get(name, {}))
             files = [entry["filename"] for entry in featurized.cache_files]
@@ -405,8 +409,12 @@ def _build(
                 # None when every row is a kept clip (the usual case): then no selection is made when loading
                 "kept_rows": None if len(kept) == len(featurized) else kept,
             }
-    if not all(entry["kept"] for entry in report.values()):
-        # An empty split stops the run (`recipe.data.report.check_report`): nothing worth caching.
+            if best is not None and best.chosen is not None:
+                # the speaker_id the loaded rows get (`relabel_speakers`): an index of the chosen speakers
+                manifest[name]["speaker_names"] = list(best.chosen)
+    if not all(entry["kept"] for entry in report.values()) or (best is not None and best.error):
+        # An empty split or a failed speaker choice stops the run (`recipe.data.report.check_report`,
+        # `recipe.data.speaker_best.raise_choice_error`): nothing worth caching.
         return report
     del featurized
     with open(os.path.join(building, BUILD_REPORT), "w", encoding="utf-8") as handle:
@@ -437,6 +445,8 @@ def load_feature_cache(cache_path: str) -> tuple[datasets.DatasetDict, dict]:
     for name, entry in manifest.items():
         parts = [datasets.Dataset.from_file(os.path.join(cache_path, file)) for file in entry["files"]]
         split = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        if entry.get("speaker_names") is not None:  # before the selection, which would make it copy the rows
+            split = relabel_speakers(split, entry["speaker_names"])
         if entry["kept_rows"] is not None:
             split = split.select(entry["kept_rows"])
         splits[name] = split.remove_columns(list(INTERNAL_COLUMNS))

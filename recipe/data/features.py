@@ -120,6 +120,9 @@ class FeatureSettings:
     allow_outside: bool = False
     # --max_rate_deviation, which the report applies (`recipe.data.report.split_report`); 0: off
     max_rate_deviation: float = 0.0
+    # speakers chosen after screening (--speaker_id best: 1, --speakers best:N: N; 0: none), by the cache build
+    # (`recipe.data.speaker_best`); `selected_speakers` is then None: every candidate is featurized
+    best_speakers: int = 0
 
     @classmethod
     def for_source(

@@ -7,7 +7,8 @@ Steps, for the training split and the eval split (or the one of them a caller as
 
 1. open the source (`recipe.data.sources`, the registry of dataset layouts): a Hub / saved / parquet / audiofolder
    dataset, a Common Voice folder or an LJSpeech folder;
-2. pick the speaker(s) (`--speaker_id ID` or `top`) and the eval split (the source's dev split, else a fixed
+2. pick the speaker(s) (`--speaker_id ID` or `top`, `--speakers`; `best` is chosen after step 4, on what the
+   screening kept: `recipe.data.speaker_best`) and the eval split (the source's dev split, else a fixed
    `--eval_fraction` of the selected training clips; `recipe.data.splits`), or, for a caller that asks for one
    split whole (`whole_split=`, `python -m recipe.compare --references_split`), that split with nothing held out;
 3. normalize and tokenize every text (`recipe.data.text_pass`, in a first `datasets.map`) and stop before any audio is
@@ -22,7 +23,9 @@ Steps, for the training split and the eval split (or the one of them a caller as
    where the key hashes the source's content and every argument that changes the features: a second run with the
    same arguments loads it memory-mapped and skips steps 2-4. A second worker pays only with an idle core for it
    (`benchmarks/README.md`);
-6. apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
+6. with `best`, rank the speakers on what the screening kept and mark the clips of the others `speaker_filtered`
+   (when the cache is built; loading gives `speaker_id` the chosen speakers' indices: `recipe.data.speaker_best`);
+   apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
    stop with a `DataError` when too many clips are bad or a split is left empty (`recipe.data.report`).
 
 Cached columns, one row per clip: `input_ids`, `waveform` (float32 at the model rate), `log_mel` (`(frames, 80)`,
@@ -58,6 +61,7 @@ from recipe.data.report import (
 )
 from recipe.data.source import DataError, Source
 from recipe.data.sources import load_source_from_args
+from recipe.data.speaker_best import best_count, raise_choice_error
 from recipe.data.splits import SPLITS, choose_splits, requested_splits, speaker_names, whole_split
 from recipe.data.text_pass import check_text_loss, encode_split
 
@@ -83,9 +87,10 @@ def _build_features(
     """Featurize `splits` and save them (with their report) at `cache_path`. Returns the report.
 
     The training split is read (for the speaker choice and the eval hold-out) even when only `"eval"` is asked for,
-    so that the eval clips are the ones a training run on the same arguments holds out; with `whole` (a split name or
-    `ALL_CLIPS`) the eval split is that split whole instead, and no training split is read. Every requested split's
-    texts are encoded and checked (`check_text_loss`) before any audio is decoded.
+    so that the eval clips are the ones a training run on the same arguments holds out (with `--speaker_id best` /
+    `--speakers best:N` it is featurized too: the speakers are chosen on its screening); with `whole` (a split name or
+    `ALL_CLIPS`) the eval split is that split whole instead (`best` chooses on it), and no training split is read.
+    Every requested split's texts are encoded and checked (`check_text_loss`) before any audio is decoded.
     """
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
     settings = FeatureSettings.for_source(source, data_args, spectrogram, single_thread=num_proc is not None)
@@ -94,9 +99,15 @@ def _build_features(
     else:
         eval_split, selected = whole_split(source, whole, data_args, settings, num_proc)
         train, overlap_removed = eval_split, 0
+    best = best_count(data_args)
     settings = dataclasses.replace(
-        settings, selected_speakers=selected, speaker_names=speaker_names(source, [train, eval_split], selected)
+        settings,
+        selected_speakers=selected,
+        speaker_names=speaker_names(source, [train, eval_split], selected),
+        best_speakers=best,
     )
+    if best and whole is None:
+        splits = SPLITS  # `best` is chosen on the training split's screening: it is featurized (and reported) too
     requested = {name: split for name, split in (("train", train), ("eval", eval_split)) if name in splits}
     texts = {}
     for name, split in requested.items():
@@ -182,7 +193,9 @@ def prepare_datasets(
         `DataError`: a missing dataset, split or column; a metadata file that is not UTF-8; more than
         `--max_text_not_in_vocabulary_fraction` of a split's clips whose text loses letters or digits (raised before
         any audio is decoded, with no report); more than `--max_bad_fraction` broken clips in a split; or a split
-        that filtering leaves empty. Except where said, the report is written before the error is raised.
+        that filtering leaves empty; `--speaker_id best` / `--speakers best:N` with more speakers than the data has
+        (raised before any audio is decoded), or with fewer speakers keeping a clip after screening than it
+        chooses. Except where said, the report is written before the error is raised.
         `ValueError`: `splits` names something other than `"train"` / `"eval"`, or `whole_split` comes with a
         training split.
     """
@@ -218,6 +231,7 @@ def prepare_datasets(
         report = _build_features(source, data_args, tokenizer, spectrogram, cache_path, splits, whole_split)
         if not os.path.isdir(cache_path):  # a split came out empty: report it and stop
             write_report(report, output_dir)
+            raise_choice_error(report, os.path.join(output_dir, REPORT_NAME))
             check(report)
             raise DataError(f"No features were saved for {data_args.dataset_name}; see {output_dir}/{REPORT_NAME}")
     features, report = load_feature_cache(cache_path)

@@ -1,8 +1,10 @@
 """The screening part of the data report: speaking rates and their outliers, what trimming removed, the quality
-measures per speaker, and the table of every clip.
+measures per speaker, the speakers ranked by what they would give a voice, and the table of every clip.
 
     rates = speaking_rates(columns)                      # per clip: its rate and its speaker's median
     mark_rate_outliers(columns["drop_reason"], rates, max_rate_deviation)
+    ranking = rank_speakers(columns, sampling_rate)      # --speaker_id best / --speakers best:N
+    mark_speaker_filtered(columns["drop_reason"], columns["speaker"], chosen)
     report["screening"] = screening_report(columns, rates, sampling_rate)
     report["clips"] = clip_rows(columns, rates)          # written as <output_dir>/data_clips.tsv by write_clips_table
 
@@ -15,6 +17,7 @@ import csv
 import math
 import statistics
 from collections import Counter, defaultdict
+from fractions import Fraction
 
 from recipe.data.features import SCREENING_COLUMNS
 
@@ -60,6 +63,50 @@ def mark_rate_outliers(reasons: list[str], rates: dict[str, list], max_rate_devi
     for index, (rate, median) in enumerate(zip(rates["rate"], rates["speaker_rate"])):
         if rate is not None and median and max(rate / median, median / rate) > 1 + max_rate_deviation:
             reasons[index] = "rate_outlier"
+
+
+def rank_speakers(columns: dict, sampling_rate: int) -> list[dict]:
+    """Every speaker of a featurized split, best first, by what its clips would give a voice: `score` = minutes kept
+    after screening x `clean_share` (the share of its clips the screening kept), so that a speaker with much audio
+    but mostly noisy clips ranks below a cleaner one with less. Each entry has `rank`, `speaker`, `score`,
+    `minutes_kept`, `clean_share`, `clips`, `kept` and `dropped` (reason -> clips, most first).
+
+    Ranked on the exact score (kept samples x kept clips / clips, a fraction of integers), ties to the smaller id:
+    the same clips always give the same order, whatever their row order or the float rounding."""
+    clips, kept, samples, dropped = Counter(), Counter(), Counter(), defaultdict(Counter)
+    for speaker, reason, length in zip(columns["speaker"], columns["drop_reason"], columns["waveform_length"]):
+        clips[speaker] += 1
+        if reason:
+            dropped[speaker][reason] += 1
+        else:
+            kept[speaker] += 1
+            samples[speaker] += length
+    exact = {speaker: Fraction(samples[speaker] * kept[speaker], clips[speaker]) for speaker in clips}
+    ranked = sorted(clips, key=lambda speaker: (-exact[speaker], speaker))
+    minutes = sampling_rate * 60
+    return [
+        {
+            "rank": rank,
+            "speaker": speaker,
+            "score": round(float(exact[speaker] / minutes), 4),
+            "minutes_kept": round(samples[speaker] / minutes, 3),
+            "clean_share": round(kept[speaker] / clips[speaker], 4),
+            "clips": clips[speaker],
+            "kept": kept[speaker],
+            "dropped": dict(dropped[speaker].most_common()),
+        }
+        for rank, speaker in enumerate(ranked, start=1)
+    ]
+
+
+def mark_speaker_filtered(reasons: list[str], speakers: list[str], chosen) -> None:
+    """Set `reasons[i]` to `speaker_filtered` for every clip of a speaker not in `chosen`, as `featurize` does for
+    `--speaker_id ID` (only `path_outside_dataset`, checked before it, stays): the split's accounting is then the
+    one the chosen ids would give."""
+    chosen = set(chosen)
+    for index, speaker in enumerate(speakers):
+        if speaker not in chosen and reasons[index] != "path_outside_dataset":
+            reasons[index] = "speaker_filtered"
 
 
 def _spread(values: list) -> dict | None:
@@ -176,4 +223,25 @@ def format_screening(screening: dict | None) -> list[str]:
         )
     if len(speakers) > MAX_LISTED:
         lines.append(f"      ... {len(speakers) - MAX_LISTED} more speakers in the JSON report")
+    return lines
+
+
+def format_ranking(ranking: dict | None) -> list[str]:
+    """The printed lines of a speaker ranking (`recipe.data.speaker_best`): each speaker's rank, score, minutes kept,
+    clean share and drops by reason, the chosen ones marked `*`."""
+    if not ranking:
+        return []
+    lines = [f"    speakers ranked for {ranking['rule']} (score = minutes kept x clean share; * chosen):"]
+    shown = max(MAX_LISTED, len(ranking["chosen"]))
+    for entry in ranking["speakers"][:shown]:
+        dropped = ", ".join(f"{reason} {count}" for reason, count in entry["dropped"].items()) or "none dropped"
+        lines.append(
+            f"      {'*' if entry['chosen'] else ' '} {entry['rank']}. {entry['speaker']}: score "
+            f"{entry['score']:.3f}, {entry['minutes_kept']:.2f} min kept, {entry['kept']}/{entry['clips']} clean "
+            f"({entry['clean_share']:.0%}); {dropped}"
+        )
+    if len(ranking["speakers"]) > shown:
+        lines.append(f"      ... {len(ranking['speakers']) - shown} more speakers in the JSON report")
+    if ranking.get("error"):
+        lines.append(f"    no speaker chosen: {ranking['error']}")
     return lines

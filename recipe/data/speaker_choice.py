@@ -1,8 +1,9 @@
-"""Which speakers a multi-speaker run trains: `--speakers all | top:N | min_minutes:M | ID,ID,...`.
+"""Which speakers a multi-speaker run trains: `--speakers all | top:N | min_minutes:M | best:N | ID,ID,...`.
 
 `choose_speakers` picks them from the seconds of audio each speaker has in the training split (measured from the
 file headers, `recipe.data.splits`); every choice is deterministic (ties go to the smaller id) and says which
-speakers were left out and why.
+speakers were left out and why. `best:N` (and `--speaker_id best`) is chosen after screening instead, from what each
+speaker keeps (`recipe.data.speaker_best`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from recipe.data.source import DataError
 ALL = "all"
 TOP = "top"
 MIN_MINUTES = "min_minutes"
+# `--speakers best:N` / `--speaker_id best`: chosen by the screening's results (`recipe.data.speaker_best`)
+BEST = "best"
 
 
 @dataclass(frozen=True)
 class SpeakerRule:
-    """A parsed `--speakers`: `kind` is `all`, `top` (`value` speakers), `min_minutes` (`value` minutes) or `ids`."""
+    """A parsed `--speakers`: `kind` is `all`, `top` / `best` (`value` speakers), `min_minutes` (`value` minutes) or
+    `ids`."""
 
     kind: str
     value: float | None = None
@@ -33,23 +37,30 @@ class SpeakerRule:
 
 
 def parse_speakers(text: str) -> SpeakerRule:
-    """`--speakers` as a `SpeakerRule`; `ValueError` naming the accepted forms for anything else."""
+    """`--speakers` as a `SpeakerRule`; a `DataError` (a `ValueError`) naming the accepted forms for anything else."""
     text = text.strip()
-    forms = "all, top:N (N >= 2), min_minutes:M (M > 0) or a comma-separated list of speaker ids"
+    forms = "all, top:N (N >= 2), min_minutes:M (M > 0), best:N (N >= 2) or a comma-separated list of speaker ids"
     if text == ALL:
         return SpeakerRule(ALL)
+    if text == BEST:
+        raise DataError(
+            f"--speakers {text!r}: give the number of speakers, best:N (N >= 2); for one, --speaker_id best"
+        )
     kind, colon, value = text.partition(":")
-    if colon and kind in (TOP, MIN_MINUTES):
+    if colon and kind in (TOP, MIN_MINUTES, BEST):
         try:
-            number = int(value) if kind == TOP else float(value)
+            number = float(value) if kind == MIN_MINUTES else int(value)
         except ValueError:
-            raise ValueError(f"--speakers {text!r}: {value!r} is not a number; use {forms}") from None
+            raise DataError(f"--speakers {text!r}: {value!r} is not a number; use {forms}") from None
+        if kind == BEST and number < 2:
+            one = "one speaker is --speaker_id best" if number == 1 else "it keeps no speaker"
+            raise DataError(f"--speakers {text!r}: best:N needs N >= 2 ({one}); use --speaker_id best for one")
         if (kind == TOP and number < 2) or (kind == MIN_MINUTES and not number > 0):
-            raise ValueError(f"--speakers {text!r}: use {forms}")
+            raise DataError(f"--speakers {text!r}: use {forms}")
         return SpeakerRule(kind, number)
     ids = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not ids:
-        raise ValueError(f"--speakers {text!r}: use {forms}")
+        raise DataError(f"--speakers {text!r}: use {forms}")
     return SpeakerRule("ids", ids=ids)
 
 
@@ -109,7 +120,7 @@ def choose_speakers(rule: SpeakerRule, seconds: Counter, clips: Counter) -> tupl
     if len(chosen) < 2:
         raise DataError(
             f"--speakers chose {len(chosen)} speaker(s) out of {len(clips)} in the training split: a multi-speaker "
-            "model needs at least two (for one speaker, use --speaker_id ID or top)"
+            "model needs at least two (for one speaker, use --speaker_id ID, top or best)"
         )
     left_out = [f"{_short(s)}: {why}" for s, why in sorted(reasons.items())]
     return tuple(sorted(chosen)), left_out

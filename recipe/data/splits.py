@@ -6,7 +6,9 @@
     split, selected = whole_split(source, "all", data_args, settings, num_proc)   # one split (or every clip) whole
 
 Runs in the main process, before any clip is featurized. `--speaker_id ID` keeps one speaker, `--speaker_id top`
-the one with the most audio (measured from the file headers, without decoding). The eval split is the source's dev
+the one with the most audio (measured from the file headers, without decoding). `--speaker_id best` and
+`--speakers best:N` select no speaker here (`None`: every candidate is featurized) and are chosen after screening
+(`recipe.data.speaker_best`); their eval hold-out is made per speaker. The eval split is the source's dev
 split (`--eval_split_name`, else the source's own), with the training clips it also holds removed, else a fixed-seed
 `--eval_fraction` of the selected training clips: the same data always gives the same split. `whole_split` gives
 a split with nothing held out, for recordings that are all meant for evaluation (`python -m recipe.compare
@@ -24,6 +26,7 @@ import numpy as np
 from recipe.audio import AudioDecodeError, audio_duration
 from recipe.data.features import FeatureSettings, audio_path
 from recipe.data.source import DataError, Source
+from recipe.data.speaker_best import best_count, check_candidates
 from recipe.data.speaker_choice import choose_speakers, parse_speakers
 
 logger = logging.getLogger(__name__)
@@ -135,6 +138,10 @@ def _select_speakers(
             f"{flag} {value!r}: {data_args.dataset_name} has no speaker column, so all of it is one speaker's: leave "
             f"{flag} out to use every clip{hint}"
         )
+    if best_count(data_args):
+        # chosen after screening (`recipe.data.speaker_best`): every speaker is featurized
+        check_candidates(best_count(data_args), Counter(str(s) for s in train[source.speaker_column]))
+        return None
     if data_args.speakers is not None:
         return _several_speakers(train, source.speaker_column, data_args, settings, num_proc)
     if data_args.speaker_id == "top":
@@ -214,12 +221,16 @@ def choose_splits(
                 logger.info("Removed %d clips of %r that are in the eval split %r", overlap_removed, train, eval_name)
                 train = train.select(keep)
         return train, eval_split, selected, overlap_removed
+    # per speaker for several speakers, and for `best`, chosen later: the chosen speaker's eval clips are then the
+    # ones `--speaker_id <its id>` holds out
+    per_speaker = data_args.speakers is not None or best_count(data_args) > 0
+    if selected is not None or per_speaker:
+        speakers = [str(s) for s in train[source.speaker_column]]
     if selected is None:
         candidates = list(range(len(train)))
     else:
-        speakers = [str(s) for s in train[source.speaker_column]]
         candidates = [i for i, speaker in enumerate(speakers) if speaker in selected]
-    if data_args.speakers is not None:
+    if per_speaker:
         held, rest = _hold_out_per_speaker(train, data_args.eval_fraction, candidates, speakers)
     else:
         held, rest = _hold_out(train, data_args.eval_fraction, candidates)

@@ -69,7 +69,8 @@ def source_texts(data_args, token: str | None = None) -> list[str]:
     texts = []
     for name in names:
         split = source.split(name)
-        if data_args.speaker_id not in (None, "top") and source.speaker_column is not None:
+        # `top` and `best` are chosen later, from the audio: every speaker's letters count
+        if data_args.speaker_id not in (None, "top", "best") and source.speaker_column is not None:
             # letters of the kept speaker only: rows for letters nobody trains would stay at their initialization
             speakers = split[source.speaker_column]
             texts += [

@@ -136,13 +136,18 @@ class DataArguments(ScreeningArguments):
     speaker_id_column_name: str | None = field(default=None, metadata={"help": "Column with a speaker id."})
     speaker_id: str | None = field(
         default=None,
-        metadata={"help": "Keep one speaker: its id, or 'top' for the speaker with the most audio."},
+        metadata={
+            "help": "Keep one speaker: its id, 'top' for the speaker with the most audio (from the file headers), or "
+            "'best' for the one whose audio the screening keeps most of: the highest minutes kept x share of its "
+            "clips kept (every speaker is featurized to rank them; data_report.json lists the ranking)."
+        },
     )
     speakers: str | None = field(
         default=None,
         metadata={
             "help": "Train several speakers into one multi-speaker model, each with its own voice: 'all', 'top:N' "
-            "(the N with the most audio), 'min_minutes:M' (every speaker with at least M minutes) or a "
+            "(the N with the most audio), 'min_minutes:M' (every speaker with at least M minutes), 'best:N' (the N "
+            "with the highest minutes kept after screening x share of their clips kept, as --speaker_id best) or a "
             "comma-separated list of ids. A single-speaker model is made multi-speaker (recipe.model.speakers); "
             "the eval split is held out per speaker. Not with --speaker_id."
         },
