@@ -238,8 +238,9 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
     )
     features, report = prepare_datasets(args, tokenizer, model_config, str(tmp_path / "out"))
     dropped = report["train"]["dropped"]
-    # rate_outlier needs a speaker with 5 kept clips: tests/test_speech_activity.py
-    expected = {**dict.fromkeys(DROP_REASONS, 1), "rate_outlier": 0}
+    # rate_outlier needs a speaker with 5 kept clips: tests/test_speech_activity.py; low_quality --min_quality and
+    # the quality extra: tests/test_quality.py
+    expected = {**dict.fromkeys(DROP_REASONS, 1), "rate_outlier": 0, "low_quality": 0}
     assert {reason: entry["count"] for reason, entry in dropped.items()} == expected
     examples = {reason: [Path(p).name for p in entry["examples"]] for reason, entry in dropped.items()}
     assert examples == {
@@ -256,6 +257,7 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         "no_speech": ["hiss.wav"],
         "low_snr": ["noisy.wav"],
         "narrow_band": ["phone.wav"],
+        "low_quality": [],
         "text_not_in_vocabulary": ["digits.wav"],
         "empty_text": ["no_text.wav"],
         "too_many_tokens": ["wordy.wav"],
@@ -901,5 +903,5 @@ def test_the_cache_key_of_the_same_inputs_never_changes():
         format="ljspeech",
     )
     args = DataArguments(dataset_name=str(LJSPEECH))
-    assert feature_cache_key(source, args, tokenizer, spectrogram) == "150152e073218a2d3ff3f63618c5073d"
-    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "c189ce8f8d330c796028f6d32d5e193e"
+    assert feature_cache_key(source, args, tokenizer, spectrogram) == "9071e44c34619ed1dcada58b093fad7b"
+    assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "aa7e35d0a5c6a957572d8092270b9af5"

@@ -7,6 +7,7 @@ that hold no clean speech (no speech, noise, telephone band).
     levels = measure_levels(decoded.samples, mono, decoded.sampling_rate)
     reason = level_reason(levels, screening)                # "silent", "clipped" or ""
     reason = activity_reason(activity, screening)           # "no_speech", "low_snr", "narrow_band" or ""
+    reason = quality_reason(quality, screening)             # "low_quality" or "" (DNSMOS OVRL, recipe.data.quality)
 
 Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damaged file (counted towards
 `--max_bad_fraction`), `level_reason`'s a recording that is whole but unfit. The defaults were measured with
@@ -32,6 +33,8 @@ Each check gives a drop reason of `recipe.data`; `broken_reason`'s mean a damage
 - `no_speech`, `low_snr`, `narrow_band`: from the clip's `recipe.data.speech_activity.SpeechActivity`: no run of
   frames above the detector's threshold (steady noise, a hum), speech less than `min_snr_db` above the rest, a
   spectrum that stops below `min_bandwidth_hz`.
+- `low_quality`: a DNSMOS overall score (`recipe.data.quality`) below `min_quality`; off (0) unless given, as it
+  costs a network run per clip and needs the `quality` extra.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class AudioScreening:
         trim_silence (`bool`): cut the non-speech around the speech (`recipe.data.speech_activity.trim_bounds`).
         min_snr_db (`float`): SNR below which a clip is `low_snr`; 0 turns the check off.
         min_bandwidth_hz (`float`): bandwidth below which a clip is `narrow_band`; 0 turns the check off.
+        min_quality (`float`): DNSMOS overall score below which a clip is `low_quality`; 0 (the default, also in
+            `run_finetune.py`) turns the check off and the score is not computed.
     """
 
     truncation_tolerance: float = 0.05
@@ -74,6 +79,7 @@ class AudioScreening:
     trim_silence: bool = False
     min_snr_db: float = 0.0
     min_bandwidth_hz: float = 0.0
+    min_quality: float = 0.0
 
     @classmethod
     def from_args(cls, data_args) -> AudioScreening:
@@ -129,6 +135,13 @@ def activity_reason(activity: SpeechActivity, screening: AudioScreening) -> str:
         return "low_snr"
     if activity.bandwidth_hz < screening.min_bandwidth_hz:
         return "narrow_band"
+    return ""
+
+
+def quality_reason(quality: float, screening: AudioScreening) -> str:
+    """`"low_quality"` for a clip whose DNSMOS overall score is below `min_quality` (when that is not 0), else `""`."""
+    if screening.min_quality and quality < screening.min_quality:
+        return "low_quality"
     return ""
 
 

@@ -86,6 +86,7 @@ KEY_ARGUMENTS = (
     "trim_silence",
     "min_snr_db",
     "min_bandwidth_hz",
+    "min_quality",
     "max_rate_deviation",
     "keep_clips_with_dropped_characters",
     "allow_audio_outside_dataset",

@@ -6,7 +6,8 @@
 
 A clip is decoded with `recipe.audio` (soundfile + soxr, at the model's sampling rate; DC offset removed), screened
 (`recipe.data.audio_screening`: cut files, NaN / inf samples, silence, clipping; `recipe.data.speech_activity`:
-silence trimmed, no speech, noise, telephone band), checked against its text (read from the text pass,
+silence trimmed, no speech, noise, telephone band; with --min_quality, `recipe.data.quality`: a DNSMOS score),
+checked against its text (read from the text pass,
 `recipe.data.text_pass`) and given its log-mel target. A clip that cannot be used gets exactly one drop
 reason, the first of `DROP_REASONS` that applies, and empty arrays. `featurize_batch` runs in the worker processes:
 `FeatureSettings` is picklable and holds all a worker needs besides the row; `workers_for` and `one_torch_thread` set
@@ -32,8 +33,10 @@ from recipe.data.audio_screening import (
     broken_reason,
     level_reason,
     measure_levels,
+    quality_reason,
 )
 from recipe.data.feature_table import rows_to_table
+from recipe.data.quality import quality_scores
 from recipe.data.source import Source, resolve_audio_path
 from recipe.data.speech_activity import measure_activity, remove_dc_offset, trim_bounds
 from recipe.data.text_screening import lost_characters
@@ -61,6 +64,9 @@ DROP_REASONS = (
     "low_snr",
     # a spectrum that stops below --min_bandwidth_hz (telephone audio resampled upwards)
     "narrow_band",
+    # a DNSMOS overall score below --min_quality (recipe.data.quality; off unless given): noise, reverberation or
+    # distortion that the detector's SNR and bandwidth do not see
+    "low_quality",
     # the tokenizer deletes a letter or digit of the text (unless --keep_clips_with_dropped_characters)
     "text_not_in_vocabulary",
     "empty_text",
@@ -81,9 +87,17 @@ MIN_CLIPS_PER_WORKER = 128
 # clips holds about 40 MB of features.
 FEATURE_BATCH_SIZE = 16
 # Columns of `feature_types` that only the report reads: the loaded features go without them.
-# What the speech detector measured on each decoded clip (NaN for a clip that did not decode whole): the report's
+# What the speech detector measured on each decoded clip (NaN for a clip that did not decode whole) and its DNSMOS
+# overall score (`quality`: with --min_quality only, on the clips within the duration bounds, else NaN): the report's
 # distributions and its per-clip table (`data_clips.tsv`).
-SCREENING_COLUMNS = ("trimmed_start_seconds", "trimmed_end_seconds", "speech_seconds", "snr_db", "bandwidth_hz")
+SCREENING_COLUMNS = (
+    "trimmed_start_seconds",
+    "trimmed_end_seconds",
+    "speech_seconds",
+    "snr_db",
+    "bandwidth_hz",
+    "quality",
+)
 INTERNAL_COLUMNS = (
     "drop_reason",
     "dropped_characters",
@@ -260,9 +274,13 @@ def featurize(row: dict, settings: FeatureSettings) -> dict:
         elif seconds > settings.max_seconds:
             reason = "too_long"
         else:
+            if settings.screening.min_quality:
+                # scored on what would be trained on (the trimmed clip), whatever the other checks find
+                screening["quality"] = quality_scores(waveform, settings.spectrogram.sampling_rate).overall
             reason = (
                 level_reason(levels, settings.screening)
                 or activity_reason(activity, settings.screening)
+                or quality_reason(screening["quality"], settings.screening)
                 or _text_reason(row, len(waveform), settings)
             )
 
@@ -309,6 +327,7 @@ def _screen_speech(waveform: np.ndarray, settings: FeatureSettings):
         "speech_seconds": activity.speech_seconds,
         "snr_db": activity.snr_db,
         "bandwidth_hz": activity.bandwidth_hz,
+        "quality": float("nan"),  # set by `featurize` with --min_quality
     }
     return waveform[start:end], activity, columns
 

@@ -123,7 +123,8 @@ def _spread(values: list) -> dict | None:
 
 def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) -> dict:
     """What trimming removed from the kept clips (seconds, share of their audio, the most trimmed) and, per speaker,
-    the clips kept and dropped by reason, minutes kept, seconds trimmed and the spread of SNR, bandwidth and rate."""
+    the clips kept and dropped by reason, minutes kept, seconds trimmed and the spread of SNR, bandwidth, rate and
+    (with --min_quality) DNSMOS quality."""
     reasons, speakers = columns["drop_reason"], columns["speaker"]
     trimmed = [
         (start or 0.0) + (end or 0.0) if not math.isnan(start) else 0.0
@@ -150,6 +151,8 @@ def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) 
                 "snr_db": _spread([columns["snr_db"][i] for i in indices]),
                 "bandwidth_hz": _spread([columns["bandwidth_hz"][i] for i in indices]),
                 "rate": _spread([rates["rate"][i] for i in indices]),
+                # DNSMOS overall, with --min_quality only (None otherwise)
+                "quality": _spread([columns["quality"][i] for i in indices]),
             }
         )
     per_speaker.sort(key=lambda entry: -entry["minutes_kept"])
@@ -215,11 +218,13 @@ def format_screening(screening: dict | None) -> list[str]:
         lines.append(f"    per speaker (min/median/max; {CLIPS_TABLE_NAME} lists every clip):")
     for entry in speakers[:MAX_LISTED]:
         dropped = ", ".join(f"{reason} {count}" for reason, count in entry["dropped"].items()) or "none dropped"
+        # shown only when measured (--min_quality): most runs do not score it
+        quality = f", {_format_spread('DNSMOS', entry['quality'], '', 2)}" if entry.get("quality") else ""
         lines.append(
             f"      {entry['speaker'] or '(one speaker)'}: {entry['kept']}/{entry['clips']} kept, "
             f"{entry['minutes_kept']:.2f} min; {_format_spread('SNR', entry['snr_db'], ' dB', 1)}, "
             f"{_format_spread('bandwidth', entry['bandwidth_hz'], ' Hz', 0)}, "
-            f"{_format_spread('chars/s', entry['rate'], '', 1)}; {dropped}"
+            f"{_format_spread('chars/s', entry['rate'], '', 1)}{quality}; {dropped}"
         )
     if len(speakers) > MAX_LISTED:
         lines.append(f"      ... {len(speakers) - MAX_LISTED} more speakers in the JSON report")

@@ -2,7 +2,8 @@
 train on, and the trimming of its silence.
 
 The checks themselves are `recipe.data.audio_screening` (files and levels), `recipe.data.speech_activity` (trimming,
-SNR, bandwidth) and `recipe.data.report` (speaking rates); the defaults come from `benchmarks/screening.py`, whose
+SNR, bandwidth), `recipe.data.quality` (DNSMOS, off unless --min_quality is given) and `recipe.data.report` (speaking
+rates); the defaults come from `benchmarks/screening.py`, whose
 figures are in the README's results.
 """
 
@@ -58,6 +59,16 @@ class ScreeningArguments:
             "audio resampled upwards does (at 4 kHz). 0 turns the check off."
         },
     )
+    min_quality: float = field(
+        default=0.0,
+        metadata={
+            "help": "Drop a clip as 'low_quality' when its DNSMOS overall score (a network's prediction of the mean "
+            "opinion score, 1-5, from the audio alone; the data report lists each clip's) is below this. Costs a "
+            'network run per clip and needs the quality extra (pip install -e ".[quality]"). 0 (the default) '
+            "turns it off: no model is loaded. DNSMOS was trained on natural speech: synthetic voices score low "
+            "(docs/data.md)."
+        },
+    )
     max_rate_deviation: float = field(
         default=0.35,
         metadata={
@@ -76,6 +87,15 @@ class ScreeningArguments:
             raise ValueError(
                 f"--silence_threshold_db is a level in dBFS, at most 0 (full scale), not {self.silence_threshold_db}"
             )
-        for name in ("min_snr_db", "min_bandwidth_hz", "max_rate_deviation"):
+        for name in ("min_snr_db", "min_bandwidth_hz", "min_quality", "max_rate_deviation"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name} must be at least 0 (0 turns the check off), not {getattr(self, name)}")
+        if not self.min_quality <= 5:
+            raise ValueError(
+                f"--min_quality is a DNSMOS score, 1 to 5 (0 turns the check off), not {self.min_quality}"
+            )
+        if self.min_quality > 0:
+            from recipe.data.quality import missing_message, quality_available
+
+            if not quality_available():
+                raise ValueError(missing_message())
