@@ -67,11 +67,12 @@ def test_the_trainer_and_the_command_stay_short():
 
 
 def test_optional_runtimes_are_imported_only_under_piper_and_export():
-    """At module level nowhere; inside functions only under `recipe/piper/` and `recipe/export/`."""
+    """At module level nowhere; inside functions only under `recipe/piper/` and `recipe/export/`, and in
+    `recipe/data/quality.py` (the `quality` extra's DNSMOS model, loaded only with --min_quality)."""
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE)
-        allowed_inside_functions = relative.parts[0] in ("piper", "export")
+        allowed_inside_functions = relative.parts[0] in ("piper", "export") or relative.as_posix() == "data/quality.py"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top_level = set(id(node) for node in tree.body)
         for node in ast.walk(tree):
