@@ -240,7 +240,8 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
     dropped = report["train"]["dropped"]
     # rate_outlier needs a speaker with 5 kept clips: tests/test_speech_activity.py; low_quality --min_quality and
     # the quality extra: tests/test_quality.py
-    expected = {**dict.fromkeys(DROP_REASONS, 1), "rate_outlier": 0, "low_quality": 0}
+    # transcript_mismatch --screen_asr_model: tests/test_transcript_screening.py
+    expected = {**dict.fromkeys(DROP_REASONS, 1), "rate_outlier": 0, "low_quality": 0, "transcript_mismatch": 0}
     assert {reason: entry["count"] for reason, entry in dropped.items()} == expected
     examples = {reason: [Path(p).name for p in entry["examples"]] for reason, entry in dropped.items()}
     assert examples == {
@@ -261,6 +262,7 @@ def test_each_drop_reason_is_counted_with_its_path(tmp_path, tokenizer, model_co
         "text_not_in_vocabulary": ["digits.wav"],
         "empty_text": ["no_text.wav"],
         "too_many_tokens": ["wordy.wav"],
+        "transcript_mismatch": [],
         "rate_outlier": [],
     }
     assert dropped["text_not_in_vocabulary"]["lost_characters"] == ["2"]

@@ -91,7 +91,9 @@ KEY_ARGUMENTS = (
     "keep_clips_with_dropped_characters",
     "allow_audio_outside_dataset",
 )
-OPTIONAL_KEY_ARGUMENTS = ("speakers",)
+OPTIONAL_KEY_ARGUMENTS = ("speakers", "screen_asr_model")
+# Arguments in the key only with another one given (they change nothing without it): name -> the one they need.
+DEPENDENT_KEY_ARGUMENTS = {"max_transcript_cer": "screen_asr_model"}
 # Clips per split whose headers `estimate_cache_bytes` reads, spread over the split (a smaller split is read whole):
 # a few milliseconds, whatever the size of the dataset.
 ROOM_SAMPLE_CLIPS = 64
@@ -122,11 +124,15 @@ def feature_cache_key(
     source: Source, data_args, tokenizer, spectrogram: SpectrogramConfig, splits: tuple[str, ...] = SPLITS
 ) -> str:
     """Hash of the source's content, of the featurized `splits` and of every argument the cached features depend on
-    (`KEY_ARGUMENTS`)."""
+    (`KEY_ARGUMENTS`, and `OPTIONAL_KEY_ARGUMENTS` / `DEPENDENT_KEY_ARGUMENTS` when they apply; --screen_asr_model
+    as given: a path or Hub id, not the model's content)."""
     arguments = {name: getattr(data_args, name) for name in KEY_ARGUMENTS}
     # arguments added since, in the key only when given: the caches of runs without them stay valid
     for name in OPTIONAL_KEY_ARGUMENTS:
         if getattr(data_args, name, None) is not None:
+            arguments[name] = getattr(data_args, name)
+    for name, needed in DEPENDENT_KEY_ARGUMENTS.items():
+        if getattr(data_args, needed, None) is not None:
             arguments[name] = getattr(data_args, name)
     identity = {
         "version": FEATURE_VERSION,
@@ -326,6 +332,7 @@ def write_feature_cache(
     num_proc: int | None,
     is_uroman: bool,
     report_entries: dict[str, dict],
+    asr=None,
 ) -> dict:
     """Featurize `splits` into the cache folder `cache_path` and return their report.
 
@@ -338,6 +345,8 @@ def write_feature_cache(
         is_uroman (`bool`): the tokenizer romanizes; the report then shows examples.
         report_entries (`dict[str, dict]`): entries added to a split's report, by split name (the speaker choice, the
             eval clips removed from train).
+        asr (*optional*): --screen_asr_model's recognizer (`recipe.data.transcript_screening.load_screening_asr`),
+            run by the report on the kept clips; None: no transcript screening.
 
     Returns:
         `dict`: split name -> report (`recipe.data.report.split_report`). When a split keeps no clip, nothing is
@@ -349,7 +358,9 @@ def write_feature_cache(
     building = building_folder(cache_path)
     os.makedirs(building)
     try:
-        return _build(splits, texts, settings, cache_path, building, features, num_proc, is_uroman, report_entries)
+        return _build(
+            splits, texts, settings, cache_path, building, features, num_proc, is_uroman, report_entries, asr
+        )
     except Exception as error:
         full = _disk_full_error(error)
         if full is None:
@@ -374,6 +385,7 @@ def _build(
     num_proc: int | None,
     is_uroman: bool,
     report_entries: dict[str, dict],
+    asr=None,
 ) -> dict:
     """`write_feature_cache`'s work, in the folder `building`, published as `cache_path` when complete."""
     report, manifest = {}, {}
@@ -398,7 +410,13 @@ def _build(
                 desc=f"Preprocessing {name}",
             )
             report[name], kept = split_report(
-                featurized, settings.spectrogram.sampling_rate, is_uroman, settings.max_rate_deviation, best
+                featurized,
+                settings.spectrogram.sampling_rate,
+                is_uroman,
+                settings.max_rate_deviation,
+                best,
+                asr=asr,
+                max_transcript_cer=settings.max_transcript_cer,
             )
             report[name].update(report_entries.get(name, {}))
             files = [entry["filename"] for entry in featurized.cache_files]

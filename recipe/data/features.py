@@ -72,6 +72,10 @@ DROP_REASONS = (
     "empty_text",
     # more tokens than --max_tokens_length, or more tokens than audio (spectrogram) frames
     "too_many_tokens",
+    # with --screen_asr_model: the speech recognizer's transcript is more than --max_transcript_cer (character error
+    # rate) away from the clip's text (a misread or another sentence). Given by the report on the clips every check
+    # above kept (`recipe.data.transcript_screening`)
+    "transcript_mismatch",
     # characters per second of speech more than --max_rate_deviation away from the speaker's median: a transcript
     # that does not match its reading. Given by the report (`recipe.data.report`), which sees every clip of a speaker.
     "rate_outlier",
@@ -134,6 +138,9 @@ class FeatureSettings:
     allow_outside: bool = False
     # --max_rate_deviation, which the report applies (`recipe.data.report.split_report`); 0: off
     max_rate_deviation: float = 0.0
+    # --max_transcript_cer, which the report applies with --screen_asr_model (`recipe.data.transcript_screening`;
+    # the recognizer itself is loaded once, in the main process, and is not part of the settings the workers get)
+    max_transcript_cer: float = 0.5
     # speakers chosen after screening (--speaker_id best: 1, --speakers best:N: N; 0: none), by the cache build
     # (`recipe.data.speaker_best`); `selected_speakers` is then None: every candidate is featurized
     best_speakers: int = 0
@@ -162,6 +169,7 @@ class FeatureSettings:
             keep_dropped_characters=data_args.keep_clips_with_dropped_characters,
             allow_outside=source.allow_outside,
             max_rate_deviation=data_args.max_rate_deviation,
+            max_transcript_cer=data_args.max_transcript_cer,
         )
 
 

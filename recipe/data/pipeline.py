@@ -23,8 +23,10 @@ Steps, for the training split and the eval split (or the one of them a caller as
    where the key hashes the source's content and every argument that changes the features: a second run with the
    same arguments loads it memory-mapped and skips steps 2-4. A second worker pays only with an idle core for it
    (`benchmarks/README.md`);
-6. with `best`, rank the speakers on what the screening kept and mark the clips of the others `speaker_filtered`
-   (when the cache is built; loading gives `speaker_id` the chosen speakers' indices: `recipe.data.speaker_best`);
+6. with `--screen_asr_model`, transcribe the kept clips in the main process and drop those whose transcript is more
+   than `--max_transcript_cer` away from their text (`recipe.data.transcript_screening`; the model is loaded before
+   step 2, so that one that cannot be loaded stops the run before any audio is decoded); with `best`, rank the
+   speakers on what the screening kept and mark the clips of the others `speaker_filtered` (when the cache is built; loading gives `speaker_id` the chosen speakers' indices: `recipe.data.speaker_best`);
    apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
    stop with a `DataError` when too many clips are bad or a split is left empty (`recipe.data.report`).
 
@@ -64,6 +66,7 @@ from recipe.data.sources import load_source_from_args
 from recipe.data.speaker_best import best_count, raise_choice_error
 from recipe.data.splits import SPLITS, choose_splits, requested_splits, speaker_names, whole_split
 from recipe.data.text_pass import check_text_loss, encode_split
+from recipe.data.transcript_screening import load_screening_asr
 
 __all__ = ["DROP_REASONS", "DataError", "format_report", "prepare_datasets"]
 
@@ -92,6 +95,9 @@ def _build_features(
     `ALL_CLIPS`) the eval split is that split whole instead (`best` chooses on it), and no training split is read.
     Every requested split's texts are encoded and checked (`check_text_loss`) before any audio is decoded.
     """
+    # --screen_asr_model: loaded once, here, so that a model that cannot be loaded stops the run before any audio
+    # is decoded (not after the featurizing); the report runs it in this process (`recipe.data.transcript_screening`)
+    asr = load_screening_asr(data_args)
     num_proc = data_args.preprocessing_num_workers if (data_args.preprocessing_num_workers or 0) > 1 else None
     settings = FeatureSettings.for_source(source, data_args, spectrogram, single_thread=num_proc is not None)
     if whole is None:
@@ -128,6 +134,7 @@ def _build_features(
         num_proc=num_proc,
         is_uroman=bool(getattr(tokenizer, "is_uroman", False)),
         report_entries=report_entries,
+        asr=asr,
     )
 
 
@@ -196,6 +203,8 @@ def prepare_datasets(
         that filtering leaves empty; `--speaker_id best` / `--speakers best:N` with more speakers than the data has
         (raised before any audio is decoded), or with fewer speakers keeping a clip after screening than it
         chooses. Except where said, the report is written before the error is raised.
+        `AsrUnavailableError` (an `InputError`): `--screen_asr_model` cannot be loaded (raised before any audio is
+            decoded, with no report).
         `ValueError`: `splits` names something other than `"train"` / `"eval"`, or `whole_split` comes with a
         training split.
     """

@@ -37,6 +37,7 @@ from recipe.data.screening_report import (
 from recipe.data.source import DataError
 from recipe.data.speaker_best import BestChoice
 from recipe.data.text_screening import lost_characters, text_loss_error
+from recipe.data.transcript_screening import mark_transcript_mismatches
 from recipe.text import summarize_dropped_characters
 
 # The report's file in `--output_dir`.
@@ -88,10 +89,14 @@ def split_report(
     is_uroman: bool = False,
     max_rate_deviation: float = 0.0,
     best: BestChoice | None = None,
+    asr=None,
+    max_transcript_cer: float = 0.5,
 ) -> tuple[dict, list[int]]:
     """The report of a featurized split (every clip, dropped ones as empty rows) and the indices of its kept clips.
 
-    Clips whose speaking rate is more than `max_rate_deviation` away from their speaker's median are dropped here, as
+    With `asr` (--screen_asr_model's recognizer, `recipe.data.transcript_screening`), the kept clips whose transcript
+    is more than `max_transcript_cer` (CER) away from their text are dropped first, as `transcript_mismatch`. Clips
+    whose speaking rate is more than `max_rate_deviation` away from their speaker's median are dropped here, as
     `rate_outlier` (0: none is); then, with `best` (`--speaker_id best` / `--speakers best:N`), the clips of the
     speakers it does not choose, as `speaker_filtered` (the first split it sees is ranked and chosen on: its report
     gets the ranking, `speaker_ranking`)."""
@@ -110,6 +115,18 @@ def split_report(
             "text",
         ]
     ).to_dict()
+    # Here, in the main process, on the cached (trimmed) waveforms of the kept clips, and not in the map workers: a
+    # recognizer loaded in each worker would multiply its memory by the number of workers. Before the rates, so that a
+    # mismatched transcript does not count in its speaker's median rate.
+    waveforms = featurized.select_columns(["waveform"]).with_format("numpy")
+    columns["transcript_cer"] = mark_transcript_mismatches(
+        columns["drop_reason"],
+        lambda index: waveforms[index]["waveform"],
+        columns["source_text"],
+        asr,
+        sampling_rate,
+        max_transcript_cer,
+    )
     rates = speaking_rates(columns)
     mark_rate_outliers(columns["drop_reason"], rates, max_rate_deviation)
     ranking = best.apply(columns) if best is not None else None

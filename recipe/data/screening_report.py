@@ -23,7 +23,17 @@ from recipe.data.features import SCREENING_COLUMNS
 
 # The table of every clip seen, beside data_report.json in --output_dir.
 CLIPS_TABLE_NAME = "data_clips.tsv"
-CLIPS_TABLE_COLUMNS = ("split", "path", "speaker", "drop_reason", *SCREENING_COLUMNS, "rate", "speaker_rate")
+# `transcript_cer`: with --screen_asr_model, the CER of the recognizer's transcript (`recipe.data.transcript_screening`)
+CLIPS_TABLE_COLUMNS = (
+    "split",
+    "path",
+    "speaker",
+    "drop_reason",
+    *SCREENING_COLUMNS,
+    "rate",
+    "speaker_rate",
+    "transcript_cer",
+)
 # A speaker's median rate is a reference once it is taken over this many clips; a speaker with fewer is not checked.
 MIN_RATE_CLIPS = 5
 # Clips listed among the most trimmed, and speakers shown in the printed summary (all are in the JSON).
@@ -121,10 +131,15 @@ def _spread(values: list) -> dict | None:
     }
 
 
+def _transcript_cers(columns: dict) -> list:
+    """Each clip's transcript CER (`recipe.data.transcript_screening`; None for every clip of columns without it)."""
+    return columns.get("transcript_cer") or [None] * len(columns["drop_reason"])
+
+
 def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) -> dict:
     """What trimming removed from the kept clips (seconds, share of their audio, the most trimmed) and, per speaker,
-    the clips kept and dropped by reason, minutes kept, seconds trimmed and the spread of SNR, bandwidth, rate and
-    (with --min_quality) DNSMOS quality."""
+    the clips kept and dropped by reason, minutes kept, seconds trimmed and the spread of SNR, bandwidth, rate,
+    (with --min_quality) DNSMOS quality and (with --screen_asr_model) the transcript's CER."""
     reasons, speakers = columns["drop_reason"], columns["speaker"]
     trimmed = [
         (start or 0.0) + (end or 0.0) if not math.isnan(start) else 0.0
@@ -134,6 +149,7 @@ def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) 
     kept_seconds = sum(columns["waveform_length"][index] for index in kept) / sampling_rate
     trimmed_seconds = sum(trimmed[index] for index in kept)
     most = sorted((index for index in kept if trimmed[index] > 0), key=lambda index: -trimmed[index])
+    cers = _transcript_cers(columns)
     by_speaker = defaultdict(list)
     for index, speaker in enumerate(speakers):
         by_speaker[speaker].append(index)
@@ -153,6 +169,8 @@ def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) 
                 "rate": _spread([rates["rate"][i] for i in indices]),
                 # DNSMOS overall, with --min_quality only (None otherwise)
                 "quality": _spread([columns["quality"][i] for i in indices]),
+                # the transcript's CER, with --screen_asr_model only (None otherwise)
+                "transcript_cer": _spread([cers[i] for i in indices]),
             }
         )
     per_speaker.sort(key=lambda entry: -entry["minutes_kept"])
@@ -174,11 +192,12 @@ def screening_report(columns: dict, rates: dict[str, list], sampling_rate: int) 
 
 def clip_rows(columns: dict, rates: dict[str, list]) -> list[dict]:
     """One row per clip seen: its path, speaker, drop reason ("" when kept) and measures (None when not measured)."""
-    rows = []
+    rows, cers = [], _transcript_cers(columns)
     for index, path in enumerate(columns["path"]):
         row = {"path": path, "speaker": columns["speaker"][index], "drop_reason": columns["drop_reason"][index]}
         row.update((name, _number(columns[name][index])) for name in SCREENING_COLUMNS)
         row.update((name, _number(values[index])) for name, values in rates.items())
+        row["transcript_cer"] = _number(cers[index])
         rows.append(row)
     return rows
 
@@ -192,7 +211,8 @@ def write_clips_table(report: dict, path: str) -> None:
         for name, split in report.items():
             for row in split.get("clips", []):
                 cells = {"split": name, **row}
-                writer.writerow(["" if cells[column] is None else cells[column] for column in CLIPS_TABLE_COLUMNS])
+                # .get: the rows of a cache built before a column was added lack it (an empty cell)
+                writer.writerow(["" if cells.get(column) is None else cells[column] for column in CLIPS_TABLE_COLUMNS])
 
 
 def _format_spread(name: str, spread: dict | None, unit: str, digits: int) -> str:
@@ -220,6 +240,8 @@ def format_screening(screening: dict | None) -> list[str]:
         dropped = ", ".join(f"{reason} {count}" for reason, count in entry["dropped"].items()) or "none dropped"
         # shown only when measured (--min_quality): most runs do not score it
         quality = f", {_format_spread('DNSMOS', entry['quality'], '', 2)}" if entry.get("quality") else ""
+        if entry.get("transcript_cer"):  # --screen_asr_model
+            quality += f", {_format_spread('transcript CER', entry['transcript_cer'], '', 2)}"
         lines.append(
             f"      {entry['speaker'] or '(one speaker)'}: {entry['kept']}/{entry['clips']} kept, "
             f"{entry['minutes_kept']:.2f} min; {_format_spread('SNR', entry['snr_db'], ' dB', 1)}, "

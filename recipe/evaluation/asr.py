@@ -45,7 +45,7 @@ class FasterWhisperAsr:
         return " ".join(segment.text.strip() for segment in segments).strip()
 
 
-def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
+def load_asr(model_name_or_path: str, device: str | torch.device = "cpu", flag: str = "--asr_model"):
     """A speech recognizer for CER / WER: a `transformers` "automatic-speech-recognition" pipeline (Whisper, MMS /
     wav2vec2 CTC, ...), or, for a CTranslate2 Whisper folder (`model.bin` + `config.json` + `tokenizer.json`), that
     model run by faster-whisper.
@@ -53,11 +53,11 @@ def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
     Raises:
         `AsrUnavailableError` naming the model when it cannot be found (a path that does not exist) or loaded, or
         the missing package; `UnavailableError` for a Hub id while the Hub is unreachable or, offline, not in the
-        cache (`recipe.hub_access.check_before_loading`).
+        cache (`recipe.hub_access.check_before_loading`). The messages name `flag`, the option that gave the model.
     """
     _require_jiwer()
     try:
-        check_before_loading(model_name_or_path, "--asr_model")
+        check_before_loading(model_name_or_path, flag)
     except MissingInputError as error:
         raise AsrUnavailableError(str(error)) from error
     if is_ctranslate2_whisper(model_name_or_path):
@@ -65,7 +65,7 @@ def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
             from faster_whisper import WhisperModel
         except ImportError as error:
             raise AsrUnavailableError(
-                f"--asr_model {model_name_or_path!r} is a CTranslate2 Whisper folder, which needs faster-whisper: "
+                f"{flag} {model_name_or_path!r} is a CTranslate2 Whisper folder, which needs faster-whisper: "
                 'pip install -e ".[real-voice]"'
             ) from error
         device_type = torch.device(device).type
@@ -76,11 +76,11 @@ def load_asr(model_name_or_path: str, device: str | torch.device = "cpu"):
         return pipeline("automatic-speech-recognition", model=model_name_or_path, device=torch.device(device))
     except ImportError as error:
         raise AsrUnavailableError(
-            f"--asr_model {model_name_or_path!r} needs a package that is not installed: {error}"
+            f"{flag} {model_name_or_path!r} needs a package that is not installed: {error}"
         ) from error
     except (OSError, ValueError, KeyError) as error:
         raise AsrUnavailableError(
-            f"Could not load the speech-recognition model --asr_model {model_name_or_path!r} (a local folder with "
+            f"Could not load the speech-recognition model {flag} {model_name_or_path!r} (a local folder with "
             f"a model and its processor, a CTranslate2 Whisper folder, or a Hub id reachable from here): {error}"
         ) from error
 

@@ -2,8 +2,8 @@
 train on, and the trimming of its silence.
 
 The checks themselves are `recipe.data.audio_screening` (files and levels), `recipe.data.speech_activity` (trimming,
-SNR, bandwidth), `recipe.data.quality` (DNSMOS, off unless --min_quality is given) and `recipe.data.report` (speaking
-rates); the defaults come from `benchmarks/screening.py`, whose
+SNR, bandwidth), `recipe.data.quality` (DNSMOS, off unless --min_quality is given), `recipe.data.report` (speaking
+rates) and `recipe.data.transcript_screening` (an ASR transcript, off unless --screen_asr_model is given); the defaults come from `benchmarks/screening.py`, whose
 figures are in the README's results.
 """
 
@@ -78,6 +78,26 @@ class ScreeningArguments:
         },
     )
 
+    screen_asr_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Drop a clip as 'transcript_mismatch' when this speech recognizer's transcript of it (after "
+            "trimming) is more than --max_transcript_cer away from its text (character error rate): a reader who "
+            "read another sentence or stopped half way. What `python -m recipe.compare --asr_model` takes: a "
+            "transformers ASR model (a local folder or a Hub id) or a CTranslate2 Whisper folder. Run on the clips "
+            "every other check keeps, once per cache build, in the main process (on the GPU when there is one). "
+            "None (the default) turns it off: no model is loaded."
+        },
+    )
+    max_transcript_cer: float = field(
+        default=0.5,
+        metadata={
+            "help": "With --screen_asr_model: the highest character error rate of a clip's transcript against its "
+            "text that keeps the clip, above 0 and at most 1 (both normalized as recipe.compare scores them: "
+            "lowercase, no punctuation)."
+        },
+    )
+
     def check_screening(self) -> None:
         """Raises `ValueError` for a screening flag out of its range (called by `DataArguments.__post_init__`)."""
         for name in ("truncation_tolerance", "max_clipped_fraction"):
@@ -93,6 +113,10 @@ class ScreeningArguments:
         if not self.min_quality <= 5:
             raise ValueError(
                 f"--min_quality is a DNSMOS score, 1 to 5 (0 turns the check off), not {self.min_quality}"
+            )
+        if not 0 < self.max_transcript_cer <= 1:
+            raise ValueError(
+                f"--max_transcript_cer is a character error rate above 0 and at most 1, not {self.max_transcript_cer}"
             )
         if self.min_quality > 0:
             from recipe.data.quality import missing_message, quality_available
