@@ -67,6 +67,12 @@ EXPECTED = {
     "swapped": "rate_outlier",
     "truncated_reading": "rate_outlier",
 }
+# Other reasons that rightly drop a defect's clips (counted in their precision, not in the expected reason's recall):
+# a transcript that does not match the reading has more tokens than the clip has frames, or an ASR hears otherwise.
+ALSO_CAUGHT_BY = {
+    "too_many_tokens": ("swapped", "truncated_reading"),
+    "transcript_mismatch": ("swapped", "truncated_reading"),
+}
 TRIMMED_CLASSES = ("padded_silence", "room_tone")
 KEPT_CLASSES = (CLEAN, DC_OFFSET)
 # A trimming class's clip counts as caught when at least this much was cut from its two ends.
@@ -526,11 +532,13 @@ def score_class(kind: str, rows: list[dict]) -> dict:
 
 
 def score_reasons(rows: list[dict]) -> dict:
-    """Per drop reason: the clips it dropped, by defect, and its precision (the share that has the defect it is
-    expected to catch; None for a reason no defect expects)."""
+    """Per drop reason: the clips it dropped, by defect, and its precision (the share that has a defect it is
+    expected to catch, `EXPECTED` or `ALSO_CAUGHT_BY`; None for a reason no defect expects)."""
     expected_by_reason = defaultdict(set)
     for kind, reason in EXPECTED.items():
         expected_by_reason[reason].add(kind)
+    for reason, kinds in ALSO_CAUGHT_BY.items():
+        expected_by_reason[reason].update(kinds)
     by_reason = defaultdict(Counter)
     for row in rows:
         if row["drop_reason"]:
