@@ -91,3 +91,20 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     lines = ["  ".join(header.rjust(width) for header, width in zip(headers, widths))]
     lines.extend("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
     return "\n".join(lines)
+
+
+def resumable_stages(parser, stages_text: str, known: tuple[str, ...], work_dir: str) -> tuple[list, str, dict]:
+    """A staged benchmark's `--stages` (comma-separated, each of `known`, else a parser error), its results file in
+    `work_dir` (created) and the results an earlier run left there (empty when none): the stages already in them are
+    skipped, so that an interrupted run goes on."""
+    stages = stages_text.split(",")
+    unknown = sorted(set(stages) - set(known))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {', '.join(known)}")
+    os.makedirs(work_dir, exist_ok=True)
+    results_path = os.path.join(work_dir, "results.json")
+    results = {}
+    if os.path.isfile(results_path):
+        with open(results_path, encoding="utf-8") as handle:
+            results = json.load(handle)
+    return stages, results_path, results

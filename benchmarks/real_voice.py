@@ -37,6 +37,10 @@ import time
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import resumable_stages  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = (
     "render",
@@ -417,13 +421,7 @@ def main(argv=None) -> dict:
     )
     args = parser.parse_args(argv)
     args.work_dir = os.path.abspath(args.work_dir)
-    stages = args.stages.split(",")
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        parser.error(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
-    os.makedirs(args.work_dir, exist_ok=True)
-    results_path = os.path.join(args.work_dir, "results.json")
-    results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
+    stages, results_path, results = resumable_stages(parser, args.stages, STAGES, args.work_dir)
     if args.share_from:
         share(os.path.abspath(args.share_from), args.work_dir, results)
     batch = [

@@ -35,7 +35,7 @@ import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import REPO_ROOT, write_json  # noqa: E402
+from common import REPO_ROOT, resumable_stages, write_json  # noqa: E402
 from real_voice import run, whisper_folder  # noqa: E402
 from screening import PAD_SECONDS, ROOM_TONE_DB, pad_with_room_tone  # noqa: E402
 
@@ -147,13 +147,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     args.work_dir = os.path.abspath(args.work_dir)
     args.voice_dir = os.path.abspath(args.voice_dir or os.path.join(args.work_dir, "voice"))
-    stages = args.stages.split(",")
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        parser.error(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
-    os.makedirs(args.work_dir, exist_ok=True)
-    results_path = os.path.join(args.work_dir, "results.json")
-    results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
+    stages, results_path, results = resumable_stages(parser, args.stages, STAGES, args.work_dir)
     voice_command = [
         sys.executable, os.path.join(REPO_ROOT, "benchmarks", "real_voice.py"), "--work_dir", args.voice_dir,
         "--stages", "render,import,warmup", "--seed", str(args.seed),

@@ -23,8 +23,8 @@ Data, everything resampled (soxr HQ) to 16 kHz and its DC offset removed, as the
 
 Errors are the detected (unpadded) bounds minus the truth, in seconds (`union`: the earlier start and the later end
 of the two detectors'): a start error above `CUT_TOLERANCE_SECONDS` or an end error below minus it cuts speech. The
-trims are the detectors' bounds widened by the recipe's `trim_bounds` (`TRIM_PAD_SECONDS` each side). Cost: each detector over every clip, alternated for `--rounds` rounds
-in one invocation, per `COST_SECONDS` of audio; the energy detector's figure is the whole `measure_activity` (it
+trims are the detectors' bounds widened by the recipe's `trim_bounds` (`TRIM_PAD_SECONDS` each side). Cost: each
+detector over every clip, alternated for `--rounds` rounds in one invocation, per `COST_SECONDS` of audio; the energy detector's figure is the whole `measure_activity` (it
 also measures SNR and bandwidth), Silero's only the probabilities and bounds.
 """
 

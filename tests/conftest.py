@@ -42,3 +42,37 @@ def tokenizer():
 def model_config(tokenizer):
     """A tiny config whose vocabulary is the `tokenizer`'s."""
     return make_tiny_config(vocab_size=len(tokenizer))
+
+
+def load_benchmark(name: str):
+    """`benchmarks/<name>.py` as a module (the scripts are not a package; they import each other from their folder)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cache_key_inputs():
+    """A fixed LJSpeech `Source` (no splits, a constant fingerprint), the demo tokenizer and its spectrogram
+    geometry: what `recipe.data.feature_cache.feature_cache_key` takes besides the arguments."""
+    from transformers import VitsConfig, VitsTokenizer
+
+    from recipe.audio import SpectrogramConfig
+    from recipe.data.source import Source
+
+    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
+    spectrogram = SpectrogramConfig.from_model_config(VitsConfig.from_pretrained(str(DEMO_DIR / "tiny_model")))
+    source = Source(
+        splits={},
+        audio_column="id",
+        text_column="text",
+        speaker_column=None,
+        root=None,
+        fingerprint="0" * 64,
+        format="ljspeech",
+    )
+    return source, tokenizer, spectrogram

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from conftest import DEMO_DIR, make_tiny_config
+from conftest import DEMO_DIR, cache_key_inputs, make_tiny_config
 
 import recipe.data.features
 import recipe.data.pipeline
@@ -887,23 +887,9 @@ def test_the_cache_key_of_the_same_inputs_never_changes():
     """Existing caches stay valid: the key of fixed inputs is the one earlier versions of the recipe computed (it
     holds no module path, so moving code does not change it). A change that must invalidate caches (`FEATURE_VERSION`,
     a default of an argument the features depend on) updates these values."""
-    from transformers import VitsConfig, VitsTokenizer
-
-    from recipe.audio import SpectrogramConfig
     from recipe.data.feature_cache import feature_cache_key
-    from recipe.data.source import Source
 
-    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-    spectrogram = SpectrogramConfig.from_model_config(VitsConfig.from_pretrained(str(DEMO_DIR / "tiny_model")))
-    source = Source(
-        splits={},
-        audio_column="id",
-        text_column="text",
-        speaker_column=None,
-        root=None,
-        fingerprint="0" * 64,
-        format="ljspeech",
-    )
+    source, tokenizer, spectrogram = cache_key_inputs()
     args = DataArguments(dataset_name=str(LJSPEECH))
     assert feature_cache_key(source, args, tokenizer, spectrogram) == "9071e44c34619ed1dcada58b093fad7b"
     assert feature_cache_key(source, args, tokenizer, spectrogram, ("eval",)) == "aa7e35d0a5c6a957572d8092270b9af5"

@@ -3,25 +3,19 @@ clips table against a defects map, and the message when the recipe wrote no clip
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 
 RATE = 16_000
 
 
 @pytest.fixture(scope="module")
 def screening():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("screening_benchmark", REPO_ROOT / "benchmarks" / "screening.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("screening")
 
 
 def tone(seconds: float = 1.0, frequency: float = 220.0, amplitude: float = 0.3) -> np.ndarray:

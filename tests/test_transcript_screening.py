@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DEMO_DIR, make_tiny_config
+from conftest import DEMO_DIR, cache_key_inputs, make_tiny_config
 
 import recipe.data.feature_cache as feature_cache
 import recipe.data.transcript_screening as transcript_screening
@@ -164,22 +164,7 @@ def test_a_model_that_cannot_be_loaded_stops_before_any_clip_is_featurized(folde
 
 
 def test_the_model_and_its_bound_are_in_the_cache_key():
-    from transformers import VitsConfig, VitsTokenizer
-
-    from recipe.audio import SpectrogramConfig
-    from recipe.data.source import Source
-
-    tokenizer = VitsTokenizer.from_pretrained(str(DEMO_DIR / "tiny_model"))
-    spectrogram = SpectrogramConfig.from_model_config(VitsConfig.from_pretrained(str(DEMO_DIR / "tiny_model")))
-    source = Source(
-        splits={},
-        audio_column="id",
-        text_column="text",
-        speaker_column=None,
-        root=None,
-        fingerprint="0" * 64,
-        format="ljspeech",
-    )
+    source, tokenizer, spectrogram = cache_key_inputs()
 
     def key(**overrides):
         return feature_cache.feature_cache_key(

@@ -3,12 +3,9 @@ probabilities, the truth of padded and noisy clips and the error measures, on sy
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 
 RATE = 16_000
 CHUNK = 512
@@ -16,11 +13,7 @@ CHUNK = 512
 
 @pytest.fixture(scope="module")
 def vad():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("vad_comparison", REPO_ROOT / "benchmarks" / "vad_comparison.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vad_comparison")
 
 
 def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:

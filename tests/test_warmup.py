@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEMO_DIR, REPO_ROOT, make_tiny_config
+from conftest import DEMO_DIR, REPO_ROOT, load_benchmark, make_tiny_config
 from transformers import VitsModel, set_seed
 
 from recipe.piper.warmup import (
@@ -114,9 +113,7 @@ def test_the_warm_up_command_and_the_real_voice_benchmark_default_to_the_warm_up
         "--batch_size": str(WARMUP_BATCH_SIZE),
     }
 
-    spec = importlib.util.spec_from_file_location("real_voice", REPO_ROOT / "benchmarks" / "real_voice.py")
-    real_voice = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(real_voice)
+    real_voice = load_benchmark("real_voice")
     seen = []
     monkeypatch.setattr(real_voice, "warmup", lambda args, results: seen.append(args))
     real_voice.main(["--stages", "warmup", "--work_dir", str(tmp_path)])

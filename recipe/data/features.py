@@ -139,8 +139,9 @@ class FeatureSettings:
     # --max_rate_deviation, which the report applies (`recipe.data.report.split_report`); 0: off
     max_rate_deviation: float = 0.0
     # --max_transcript_cer, which the report applies with --screen_asr_model (`recipe.data.transcript_screening`;
-    # the recognizer itself is loaded once, in the main process, and is not part of the settings the workers get)
-    max_transcript_cer: float = 0.5
+    # the recognizer itself is loaded once, in the main process, and is not part of the settings the workers get).
+    # None outside a run: without a recognizer it is never read, and the flag holds its one default.
+    max_transcript_cer: float | None = None
     # speakers chosen after screening (--speaker_id best: 1, --speakers best:N: N; 0: none), by the cache build
     # (`recipe.data.speaker_best`); `selected_speakers` is then None: every candidate is featurized
     best_speakers: int = 0

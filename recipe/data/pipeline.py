@@ -26,7 +26,8 @@ Steps, for the training split and the eval split (or the one of them a caller as
 6. with `--screen_asr_model`, transcribe the kept clips in the main process and drop those whose transcript is more
    than `--max_transcript_cer` away from their text (`recipe.data.transcript_screening`; the model is loaded before
    step 2, so that one that cannot be loaded stops the run before any audio is decoded); with `best`, rank the
-   speakers on what the screening kept and mark the clips of the others `speaker_filtered` (when the cache is built; loading gives `speaker_id` the chosen speakers' indices: `recipe.data.speaker_best`);
+   speakers on what the screening kept and mark the clips of the others `speaker_filtered` (when the cache is
+   built; loading gives `speaker_id` the chosen speakers' indices: `recipe.data.speaker_best`);
    apply `--max_train_samples` / `--max_eval_samples`, write `<output_dir>/data_report.json`, print its summary and
    stop with a `DataError` when too many clips are bad or a split is left empty (`recipe.data.report`).
 

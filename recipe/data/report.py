@@ -90,12 +90,13 @@ def split_report(
     max_rate_deviation: float = 0.0,
     best: BestChoice | None = None,
     asr=None,
-    max_transcript_cer: float = 0.5,
+    max_transcript_cer: float | None = None,
 ) -> tuple[dict, list[int]]:
     """The report of a featurized split (every clip, dropped ones as empty rows) and the indices of its kept clips.
 
     With `asr` (--screen_asr_model's recognizer, `recipe.data.transcript_screening`), the kept clips whose transcript
-    is more than `max_transcript_cer` (CER) away from their text are dropped first, as `transcript_mismatch`. Clips
+    is more than `max_transcript_cer` (CER; needed with `asr`) away from their text are dropped first, as
+    `transcript_mismatch`. Clips
     whose speaking rate is more than `max_rate_deviation` away from their speaker's median are dropped here, as
     `rate_outlier` (0: none is); then, with `best` (`--speaker_id best` / `--speakers best:N`), the clips of the
     speakers it does not choose, as `speaker_filtered` (the first split it sees is ranked and chosen on: its report
@@ -118,7 +119,7 @@ def split_report(
     # Here, in the main process, on the cached (trimmed) waveforms of the kept clips, and not in the map workers: a
     # recognizer loaded in each worker would multiply its memory by the number of workers. Before the rates, so that a
     # mismatched transcript does not count in its speaker's median rate.
-    waveforms = featurized.select_columns(["waveform"]).with_format("numpy")
+    waveforms = featurized.select_columns(["waveform"]).with_format("numpy") if asr is not None else None
     columns["transcript_cer"] = mark_transcript_mismatches(
         columns["drop_reason"],
         lambda index: waveforms[index]["waveform"],
@@ -209,8 +210,8 @@ def check_report(report: dict, max_bad_fraction: float, max_text_loss_fraction: 
 
 def write_report(report: dict, output_dir: str) -> None:
     """`<output_dir>/data_report.json`, its table of every clip (`<output_dir>/data_clips.tsv`: path, speaker, drop
-    reason and the screening measures; the splits' `clips` rows move there), and the summary as an INFO line (shown by the main process only: under
-    several processes each one prepares, and one copy of the report is enough)."""
+    reason and the screening measures; the splits' `clips` rows move there), and the summary as an INFO line (shown
+    by the main process only: under several processes each one prepares, and one copy of the report is enough)."""
     os.makedirs(output_dir, exist_ok=True)
     write_clips_table(report, os.path.join(output_dir, CLIPS_TABLE_NAME))
     # the rows are in the table: the report a caller keeps is the JSON's

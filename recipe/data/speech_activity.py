@@ -8,7 +8,8 @@ An energy detector on Hann-windowed frames of the clip (`FRAME_SECONDS` every `H
 sampling rate in the `datasets.map` workers, after a `HIGHPASS_ORDER` Butterworth high-pass at `HIGHPASS_HZ`, so that
 rumble, hum or wind does not count as speech (a 20 ms frame's spectrum cannot separate 15 Hz from 100 Hz). A frame
 is speech when its level is above both the clip's noise floor (its `FLOOR_PERCENTILE`-th quietest frame) plus
-`FLOOR_MARGIN_DB` and the loudest frame minus `PEAK_RANGE_DB`, in runs of at least `MIN_SPEECH_SECONDS` (a click or a breath is not a sentence):
+`FLOOR_MARGIN_DB` and the loudest frame minus `PEAK_RANGE_DB`, in runs of at least `MIN_SPEECH_SECONDS` (a click
+or a breath is not a sentence):
 
 - trimming keeps from the first to the last speech frame, extended over any louder-than-threshold frame within
   `RELEASE_GAP_SECONDS` of them (the release of a final stop, 20-30 ms long, comes up to 150 ms after the vowel and is

@@ -138,9 +138,10 @@ def _select_speakers(
             f"{flag} {value!r}: {data_args.dataset_name} has no speaker column, so all of it is one speaker's: leave "
             f"{flag} out to use every clip{hint}"
         )
-    if best_count(data_args):
+    best = best_count(data_args)
+    if best:
         # chosen after screening (`recipe.data.speaker_best`): every speaker is featurized
-        check_candidates(best_count(data_args), Counter(str(s) for s in train[source.speaker_column]))
+        check_candidates(best, Counter(str(s) for s in train[source.speaker_column]))
         return None
     if data_args.speakers is not None:
         return _several_speakers(train, source.speaker_column, data_args, settings, num_proc)

@@ -3,8 +3,8 @@ train on, and the trimming of its silence.
 
 The checks themselves are `recipe.data.audio_screening` (files and levels), `recipe.data.speech_activity` (trimming,
 SNR, bandwidth), `recipe.data.quality` (DNSMOS, off unless --min_quality is given), `recipe.data.report` (speaking
-rates) and `recipe.data.transcript_screening` (an ASR transcript, off unless --screen_asr_model is given); the defaults come from `benchmarks/screening.py`, whose
-figures are in the README's results.
+rates) and `recipe.data.transcript_screening` (an ASR transcript, off unless --screen_asr_model is given); the
+defaults come from `benchmarks/screening.py`, whose figures are in the README's results.
 """
 
 from __future__ import annotations
