@@ -40,12 +40,23 @@ def test_targets_are_the_inference_pass():
     assert int(target.durations.sum()) == target.latents.shape[-1]
 
 
-def test_warm_up_learns_the_posterior_and_leaves_inference_untouched():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_warm_up_learns_the_posterior_and_leaves_inference_untouched(precision):
     set_seed(0)
     vits = VitsModel(make_tiny_config())
     tokenizer = load_tokenizer(str(DEMO_DIR / "tiny_model"))
     before = {name: value.clone() for name, value in vits.state_dict().items()}
-    report = warm_up_from_own_synthesis(vits, tokenizer, TEXTS, steps=60, learning_rate=3e-3, batch_size=3)
+    # what the posterior encoder's first convolution computes in, at each training step
+    dtypes = set()
+    vits.posterior_encoder.conv_pre.register_forward_hook(
+        lambda module, inputs, output: dtypes.add(output.dtype) if torch.is_grad_enabled() else None
+    )
+    report = warm_up_from_own_synthesis(
+        vits, tokenizer, TEXTS, steps=60, learning_rate=3e-3, batch_size=3, precision=precision
+    )
+    assert report["precision"] == precision
+    assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert all(parameter.dtype == torch.float32 for parameter in vits.parameters())
     assert report["targets"] == len(TEXTS)
     assert report["posterior_loss_last"] < 0.8 * report["posterior_loss_first"]
     assert report["duration_nll_last"] < report["duration_nll_first"]

@@ -78,6 +78,13 @@ def run(argv: list[str]) -> int:
         "--batch_size", type=int, default=WARMUP_BATCH_SIZE, help="utterances per step (default %(default)s)"
     )
     warmup.add_argument("--seed", type=int, default=0)
+    warmup.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="what the warm-up's forward computes in; auto: as run_finetune.py's --precision auto on a CPU "
+        "(default %(default)s)",
+    )
     args = parser.parse_args(argv)
     _configure_output()
     if args.command == "warmup":
@@ -119,6 +126,7 @@ def run_warmup(args) -> None:
     from recipe.model.vocabulary import source_texts
     from recipe.piper.warmup import warm_up_from_own_synthesis
     from recipe.training.arguments import DataArguments
+    from recipe.training.precision import resolved_precision
     from recipe.voices import load_tokenizer, load_voice
     from recipe.voices.folder import IMPORT_REPORT_NAME
 
@@ -138,7 +146,7 @@ def run_warmup(args) -> None:
     try:
         report["warmup"] = warm_up_from_own_synthesis(
             vits, tokenizer, texts, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
-            seed=args.seed,
+            seed=args.seed, precision=resolved_precision(args.precision, use_cpu=True),
         )  # fmt: skip
     except InputError as error:
         # the warm-up's refusals (no text gave a token, a loss that did not fall) come before anything is written

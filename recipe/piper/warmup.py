@@ -172,6 +172,7 @@ def warm_up_from_own_synthesis(
     learning_rate: float = WARMUP_LEARNING_RATE,
     batch_size: int = WARMUP_BATCH_SIZE,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> dict:
     """Train the posterior encoder and the duration predictor's posterior flows on the voice's own synthesis.
 
@@ -185,6 +186,9 @@ def warm_up_from_own_synthesis(
             cosine decay.
         batch_size (`int`, *optional*, defaults to `WARMUP_BATCH_SIZE`): utterances per step.
         seed (`int`, *optional*, defaults to 0).
+        precision (`str`, *optional*, defaults to "fp32"): "bf16" runs the encoders' and the duration predictor's
+            forward under bf16 autocast, as a bf16 fine-tune does; the targets are synthesized, and the spectrograms
+            and both losses computed, in fp32.
 
     Returns:
         `dict`: the posterior loss of the untouched encoder (`posterior_loss_start`), the posterior loss and duration
@@ -195,6 +199,8 @@ def warm_up_from_own_synthesis(
         or a learning rate the random posterior encoder diverges at): a fine-tune from that posterior meets a KL in
         the 1e30s. Both are `ValueError`s and input errors (`recipe.errors`).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
     torch.manual_seed(seed)
     started = time.monotonic()
     vits.eval()
@@ -240,14 +246,15 @@ def warm_up_from_own_synthesis(
         input_ids = _pad_stack([t.input_ids for t in batch], tokens).long()
         durations = _pad_stack([t.durations.float()[None] for t in batch], tokens)
         spectrogram = linear_spectrogram(waveforms, spectrogram_config)[..., :frames]
-        _, means, log_stddev = vits.posterior_encoder(spectrogram, frame_mask)
-        latent_loss = posterior_loss(means, log_stddev, latents, frame_mask)
-        with torch.no_grad():
-            hidden = vits.text_encoder(
-                input_ids=input_ids, padding_mask=text_mask.transpose(1, 2), attention_mask=text_mask[:, 0].long()
-            ).last_hidden_state.transpose(1, 2)
-        duration_nll = stochastic_duration_nll(vits.duration_predictor, hidden, text_mask, durations)
-        duration_loss = duration_nll.sum() / text_mask.sum()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            _, means, log_stddev = vits.posterior_encoder(spectrogram, frame_mask)
+            with torch.no_grad():
+                hidden = vits.text_encoder(
+                    input_ids=input_ids, padding_mask=text_mask.transpose(1, 2), attention_mask=text_mask[:, 0].long()
+                ).last_hidden_state.transpose(1, 2)
+            duration_nll = stochastic_duration_nll(vits.duration_predictor, hidden, text_mask, durations)
+        latent_loss = posterior_loss(means.float(), log_stddev.float(), latents, frame_mask)
+        duration_loss = duration_nll.float().sum() / text_mask.sum()
         optimizer.zero_grad()
         (latent_loss + duration_loss).backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -266,6 +273,7 @@ def warm_up_from_own_synthesis(
     report = {
         "targets": len(targets),
         "steps": steps,
+        "precision": precision,
         "synthesis_seconds": round(synthesis_seconds, 1),
         "seconds": round(time.monotonic() - started, 1),
         "posterior_loss_start": history[0][0],

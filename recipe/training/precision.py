@@ -30,6 +30,13 @@ def requested_precision(precision: str, fp16: bool, bf16: bool) -> str:
     return requested or precision
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles), as PyTorch's CPU feature
+    checks report it. Without them oneDNN emulates bf16, which is slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 def resolved_precision(precision: str, use_cpu: bool) -> str:
     """`precision` made concrete for the device the run uses (`use_cpu` settled): `auto` becomes fp32, fp16 or bf16."""
     if precision != "auto":
