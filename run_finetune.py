@@ -50,7 +50,7 @@ from recipe.training.run_setup import (
 from recipe.training.signals import ForcedStop, TrainingInterrupted
 from recipe.training.trainer import VitsTrainer
 from recipe.voices.lineage import append_round, read_lineage, round_entry, write_lineage
-from recipe.voices.speaker_map import read_speaker_map, write_speaker_map
+from recipe.voices.speaker_map import model_speaker_order, read_speaker_map, write_speaker_map
 
 logger = logging.getLogger("run_finetune")
 
@@ -165,15 +165,19 @@ def build_features(model_args, data_args, training_args, tokenizer, config) -> t
     Built once by the main process, read from the Arrow cache by the others. local=False: with several machines, the
     main process of the whole run (not one per machine) builds them into the shared --cache_dir.
     """
+    # --speakers on a multi-speaker model: the data's speakers take the model's ids, new ones follow
+    order = model_speaker_order(model_args.model_name_or_path, config.num_speakers) if data_args.speakers else None
     with training_args.main_process_first(local=False, desc="dataset preprocessing"):
         splits, data_report = prepare_datasets(
-            data_args, tokenizer, config, training_args.output_dir, token=model_args.token
+            data_args, tokenizer, config, training_args.output_dir, token=model_args.token, speaker_order=order
         )
         if data_args.replay_dataset_name:
-            replay_output = os.path.join(training_args.output_dir, "replay")
+            # the model's own speakers, labelled as the new data is
+            labels = tuple(splits["train"].features["speaker_id"].names) if order is not None else None
             replay_splits, _ = prepare_datasets(
-                replay_args(data_args), tokenizer, config, replay_output, token=model_args.token
-            )
+                replay_args(data_args, order), tokenizer, config, os.path.join(training_args.output_dir, "replay"),
+                token=model_args.token, speaker_order=labels, only_speakers=order,
+            )  # fmt: skip
     train_dataset = splits["train"]
     if data_args.replay_dataset_name:
         train_dataset, replay_report = mix_replay(

@@ -101,7 +101,7 @@ def test_bundled_data_as_new_and_replay_rounds(tmp_path):
     assert len(replay["train"]) > 12  # the replay reads its own data, without the new round's cap
     mixed, report = mix_replay(new["train"], replay["train"], data_args.replay_fraction, seed=0)
     assert report == {"new_clips": 12, "replay_clips": 4, "replay_available": len(replay["train"]),
-                      "fraction": 0.25, "repeated": False}  # fmt: skip
+                      "replay_clips_per_speaker": {"speaker": 4}, "fraction": 0.25, "repeated": False}  # fmt: skip
     replayed = [path for path, flag in zip(mixed["path"], mixed["is_replay"]) if flag]
     assert all(path.endswith(".mp3") for path in replayed)
     assert json.loads((tmp_path / "out" / "data_report.json").read_text())["train"]["seen"] > 0

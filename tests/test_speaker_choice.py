@@ -159,14 +159,70 @@ def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_m
     )
 
 
-def test_a_multi_speaker_model_is_refused_speakers_its_map_does_not_name(tmp_path):
-    folder = tmp_path / "model"
-    model = VitsModel(make_tiny_config(vocab_size=36, num_speakers=2, speaker_embedding_size=8))
+# the demo's Common Voice speakers (train.tsv's client_id), by their clips: 12, 6, 4 and 3
+A, B, C, D = (
+    "7e4af088237e9c84aac051e5dee87d5719d1437798cb81c24f5e9beab1da90c5166707eceef5b35eb414c2ba6379955f9da53297ef859bfbbfb902f7d3830678",
+    "7f6ae99b35ec3d6736ec819a7789f709d929bf791cde45db32e7b23319b83535ec9f4e1d67d16e1eac0548ea9b4a81ab4907bd08316024de3767f54f9fa2c17c",
+    "3870d67e411f75362dc401c3ccc694f7075af78b1a1418e66450b870d7f50f546017142168fabacfb53fbf6ed773ec33155efca33a477d90deb581e007812eff",
+    "4dda91e5dbe51199a12b603e0b20ac2951422f6aabed0e6348db5e32dba04b53cb55b473870f72f4835dba80d2a566265695e59760f4f372ef5ea8998663ebc4",
+)  # fmt: skip
+
+
+def _multi_speaker_folder(folder, names: list[str], minutes: float = 1.5) -> VitsModel:
+    model = VitsModel(make_tiny_config(vocab_size=36, num_speakers=len(names), speaker_embedding_size=8))
     model.save_pretrained(folder)
     load_tokenizer(str(DEMO_DIR / "tiny_model")).save_pretrained(folder)
-    (folder / SPEAKER_MAP_NAME).write_text(
-        json.dumps({"speakers": [{"id": 0, "name": "x"}, {"id": 1, "name": "y"}], "dataset": None})
+    speakers = [{"id": index, "name": name, "train_minutes": minutes} for index, name in enumerate(names)]
+    (folder / SPEAKER_MAP_NAME).write_text(json.dumps({"speakers": speakers, "dataset": None}))
+    return model
+
+
+def test_speakers_added_to_a_multi_speaker_model_keep_the_ones_it_has(tmp_path, caplog):
+    """The data's speakers the model has take its ids, new ones get rows after its own; a speaker of the model
+    without clips keeps its row untouched; the map adds this round's minutes to the earlier ones."""
+    folder = tmp_path / "model"
+    model = _multi_speaker_folder(folder, ["x", B])
+    caplog.set_level("INFO")
+    _run(tmp_path, tmp_path / "out", "--model_name_or_path", str(folder), "--speakers", "top:2")
+    result = VitsModel.from_pretrained(tmp_path / "out")
+    mapping = json.loads((tmp_path / "out" / SPEAKER_MAP_NAME).read_text())
+    # top:2 chose a and b; b is the model's speaker 1, a is new: speaker 2
+    assert [entry["name"] for entry in mapping["speakers"]] == ["x", B, A]
+    assert result.config.num_speakers == 3
+    minutes = {entry["name"]: entry["train_minutes"] for entry in mapping["speakers"]}
+    assert minutes["x"] == 1.5 and minutes[B] > 1.5 and 0 < minutes[A] < 1.5
+    # x had no clip: its row never had a gradient (no weight decay on it either)
+    assert torch.equal(result.embed_speaker.weight[0], model.embed_speaker.weight[0])
+    assert not torch.equal(result.embed_speaker.weight[1], model.embed_speaker.weight[1])
+    assert (
+        "the model's 2 speakers keep their ids; 1 new speakers get ids 2-2; 1 of the model's speakers" in caplog.text
     )
-    with pytest.raises(ArgumentsError, match=r"--speakers chose 2 speakers \[.*\], but .* has 2 \[x, y\]"):
+
+
+def test_the_model_speakers_are_replayed_under_their_own_ids(tmp_path, caplog):
+    """--replay_dataset_name on a multi-speaker model keeps the replay clips of the model's speakers only, labelled
+    with the model's ids, whichever speakers this round's --speakers chose from the new data."""
+    folder = tmp_path / "model"
+    _multi_speaker_folder(folder, [A, B])
+    caplog.set_level("INFO")
+    _run(
+        tmp_path, tmp_path / "out", "--model_name_or_path", str(folder), "--speakers", f"{C},{D}",
+        "--replay_dataset_name", str(COMMON_VOICE), "--replay_fraction", "0.5",
+    )  # fmt: skip
+    mapping = json.loads((tmp_path / "out" / SPEAKER_MAP_NAME).read_text())
+    assert [entry["name"] for entry in mapping["speakers"]] == [A, B, C, D]
+    replay = json.loads(caplog.text.split("Replay: ")[1].split("\n")[0].replace("'", '"').replace("False", "false"))
+    assert set(replay["replay_clips_per_speaker"]) == {A, B}
+    assert sum(replay["replay_clips_per_speaker"].values()) == replay["replay_clips"] == replay["new_clips"]
+
+
+def test_a_multi_speaker_model_without_a_map_of_its_speakers_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    model = _multi_speaker_folder(folder, ["x", "y"])
+    (folder / SPEAKER_MAP_NAME).unlink()
+    with pytest.raises(ArgumentsError, match=r"has 2 speakers but no speakers.json"):
+        _run(tmp_path, tmp_path / "out", "--model_name_or_path", str(folder), "--speakers", "top:2")
+    (folder / SPEAKER_MAP_NAME).write_text(json.dumps({"speakers": [{"id": 0, "name": "x"}], "dataset": None}))
+    with pytest.raises(ArgumentsError, match=r"names 1 speakers \[x\], but the model has 2"):
         _run(tmp_path, tmp_path / "out", "--model_name_or_path", str(folder), "--speakers", "top:2")
     assert torch.equal(VitsModel.from_pretrained(folder).embed_speaker.weight, model.embed_speaker.weight)

@@ -51,7 +51,7 @@ from recipe.data.features import (
 from recipe.data.report import split_report
 from recipe.data.source import DataError, Source
 from recipe.data.speaker_best import BestChoice, relabel_speakers
-from recipe.data.splits import SPLITS, probe_seconds
+from recipe.data.splits import SPLITS, ordered_speakers, probe_seconds
 from recipe.errors import UnavailableError
 from recipe.folders import format_bytes, publish_folder
 
@@ -121,11 +121,17 @@ def _tokenizer_identity(tokenizer) -> dict:
 
 
 def feature_cache_key(
-    source: Source, data_args, tokenizer, spectrogram: SpectrogramConfig, splits: tuple[str, ...] = SPLITS
+    source: Source,
+    data_args,
+    tokenizer,
+    spectrogram: SpectrogramConfig,
+    splits: tuple[str, ...] = SPLITS,
+    speaker_order: tuple[str, ...] | None = None,
+    only_speakers: tuple[str, ...] | None = None,
 ) -> str:
     """Hash of the source's content, of the featurized `splits` and of every argument the cached features depend on
     (`KEY_ARGUMENTS`, and `OPTIONAL_KEY_ARGUMENTS` / `DEPENDENT_KEY_ARGUMENTS` when they apply; --screen_asr_model
-    as given: a path or Hub id, not the model's content)."""
+    as given: a path or Hub id, not the model's content); `speaker_order` and `only_speakers` only when given."""
     arguments = {name: getattr(data_args, name) for name in KEY_ARGUMENTS}
     # arguments added since, in the key only when given: the caches of runs without them stay valid
     for name in OPTIONAL_KEY_ARGUMENTS:
@@ -143,6 +149,10 @@ def feature_cache_key(
         "spectrogram": asdict(spectrogram),
         "splits": list(splits),
     }
+    if speaker_order is not None:
+        identity["speaker_order"] = list(speaker_order)
+    if only_speakers is not None:
+        identity["only_speakers"] = sorted(only_speakers)
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -430,7 +440,7 @@ def _build(
             }
             if best is not None and best.chosen is not None:
                 # the speaker_id the loaded rows get (`relabel_speakers`): an index of the chosen speakers
-                manifest[name]["speaker_names"] = list(best.chosen)
+                manifest[name]["speaker_names"] = list(ordered_speakers(best.chosen, settings.speaker_order))
     if not all(entry["kept"] for entry in report.values()) or (best is not None and best.error):
         # An empty split or a failed speaker choice stops the run (`recipe.data.report.check_report`,
         # `recipe.data.speaker_best.raise_choice_error`): nothing worth caching.

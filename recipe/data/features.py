@@ -145,6 +145,9 @@ class FeatureSettings:
     # speakers chosen after screening (--speaker_id best: 1, --speakers best:N: N; 0: none), by the cache build
     # (`recipe.data.speaker_best`); `selected_speakers` is then None: every candidate is featurized
     best_speakers: int = 0
+    # a multi-speaker model's speakers (its speakers.json), whose ids the data's speakers take: `speaker_names` starts
+    # with them (`recipe.data.splits.ordered_speakers`); None: the chosen speakers, sorted
+    speaker_order: tuple[str, ...] | None = None
 
     @classmethod
     def for_source(

@@ -87,6 +87,8 @@ def _build_features(
     cache_path: str,
     splits: tuple[str, ...],
     whole: str | None = None,
+    speaker_order: tuple[str, ...] | None = None,
+    only_speakers: tuple[str, ...] | None = None,
 ) -> dict:
     """Featurize `splits` and save them (with their report) at `cache_path`. Returns the report.
 
@@ -106,12 +108,15 @@ def _build_features(
     else:
         eval_split, selected = whole_split(source, whole, data_args, settings, num_proc)
         train, overlap_removed = eval_split, 0
+    if only_speakers is not None:
+        selected = _only(selected, source, train, only_speakers, data_args.dataset_name)
     best = best_count(data_args)
     settings = dataclasses.replace(
         settings,
         selected_speakers=selected,
-        speaker_names=speaker_names(source, [train, eval_split], selected),
+        speaker_names=speaker_names(source, [train, eval_split], selected, speaker_order),
         best_speakers=best,
+        speaker_order=speaker_order,
     )
     if best and whole is None:
         splits = SPLITS  # `best` is chosen on the training split's screening: it is featurized (and reported) too
@@ -139,6 +144,22 @@ def _build_features(
     )
 
 
+def _only(
+    selected: tuple[str, ...] | None, source: Source, train, only_speakers: tuple[str, ...], dataset: str
+) -> tuple[str, ...]:
+    """The selected speakers (`None`: every speaker of `train`) that `only_speakers` names; a `DataError` when none
+    is (replay data that holds none of a multi-speaker model's speakers)."""
+    candidates = selected if selected is not None else {str(s) for s in train[source.speaker_column]}
+    kept = tuple(sorted(set(candidates) & set(only_speakers)))
+    if not kept:
+        shown = ", ".join(sorted(candidates)[:5])
+        raise DataError(
+            f"{dataset} has no clip of the model's {len(only_speakers)} speakers (its speakers.json); its speakers: "
+            f"{shown}{', ...' if len(candidates) > 5 else ''}. Replay data must hold clips of the speakers to keep"
+        )
+    return kept
+
+
 def _apply_cap(split: datasets.Dataset, limit: int | None, split_report: dict, sampling_rate: int) -> datasets.Dataset:
     """The first `limit` clips of `split` (`--max_train_samples` / `--max_eval_samples`), noted in its report."""
     if limit is None:
@@ -164,6 +185,8 @@ def prepare_datasets(
     whole_split: str | None = None,
     source: Source | None = None,
     check: Callable[[dict], None] | None = None,
+    speaker_order: tuple[str, ...] | None = None,
+    only_speakers: tuple[str, ...] | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Training and eval features for `model_config`, from the Arrow cache when a previous run built them.
 
@@ -189,6 +212,11 @@ def prepare_datasets(
         check (`Callable[[dict], None]`, *optional*): checks the report instead of `check_report` (a caller that
             skips broken clips rather than stopping on them); it is called before the features are returned, and
             also when a split came out empty, which still raises a `DataError` if `check` does not.
+        speaker_order (`tuple[str, ...]`, *optional*): with `--speakers`, a multi-speaker model's speakers in id order
+            (`recipe.voices.speaker_map.model_speaker_order`): the data's speakers the model has take its ids, the
+            others follow (`recipe.data.splits.ordered_speakers`). Part of the cache key.
+        only_speakers (`tuple[str, ...]`, *optional*): keep only the clips of these speakers (of those the speaker
+            flags select): the replay data of a multi-speaker model's speakers. Part of the cache key.
 
     Returns:
         `tuple(datasets.DatasetDict, dict)`: the requested splits (`"train"`, `"eval"`) with the cached columns (see
@@ -225,9 +253,8 @@ def prepare_datasets(
         source = load_source_from_args(data_args, token=token)
     # a whole split and its cap make other features than the hold-out of the same arguments
     key_splits = splits if whole_split is None else (*splits, f"whole:{whole_split}:{data_args.max_eval_samples}")
-    cache_path = feature_cache_path(
-        data_args, feature_cache_key(source, data_args, tokenizer, spectrogram, key_splits)
-    )
+    key = feature_cache_key(source, data_args, tokenizer, spectrogram, key_splits, speaker_order, only_speakers)
+    cache_path = feature_cache_path(data_args, key)
     if data_args.overwrite_cache and os.path.isdir(cache_path):
         if is_main_process:
             shutil.rmtree(cache_path)
@@ -238,7 +265,10 @@ def prepare_datasets(
     else:
         logger.info("Preprocessing %s into %s", data_args.dataset_name, cache_path)
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        report = _build_features(source, data_args, tokenizer, spectrogram, cache_path, splits, whole_split)
+        report = _build_features(
+            source, data_args, tokenizer, spectrogram, cache_path, splits, whole_split, speaker_order,
+            only_speakers,
+        )  # fmt: skip
         if not os.path.isdir(cache_path):  # a split came out empty: report it and stop
             write_report(report, output_dir)
             raise_choice_error(report, os.path.join(output_dir, REPORT_NAME))

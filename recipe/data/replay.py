@@ -11,6 +11,7 @@ evaluation split stays the new data's: it measures the new round's goal, and the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 
@@ -22,12 +23,17 @@ from recipe.data.source import DataError
 logger = logging.getLogger(__name__)
 
 
-def replay_args(data_args):
-    """The data arguments that read `--replay_dataset_name`: the same columns and filters, no sample caps."""
+def replay_args(data_args, model_speakers: tuple[str, ...] | None = None):
+    """The data arguments that read `--replay_dataset_name`: the same columns and filters, no sample caps. With
+    `model_speakers` (a multi-speaker model's, `recipe.voices.speaker_map.model_speaker_order`), every speaker of the
+    replay data is a candidate (`--speakers all`): the caller keeps the model's own (`prepare_datasets(only_speakers=
+    model_speakers)`), whichever this round's `--speakers` chose from the new data."""
     if data_args.replay_dataset_name is None:
         raise ValueError("replay_args needs --replay_dataset_name")
+    speakers = {"speakers": "all", "speaker_id": None} if model_speakers is not None else {}
     return dataclasses.replace(
         data_args,
+        **speakers,
         dataset_name=data_args.replay_dataset_name,
         dataset_format=data_args.replay_dataset_format,
         max_train_samples=None,
@@ -97,9 +103,12 @@ def mix_replay(
     replay = _align_speaker_labels(new, replay, num_speakers)
     sample = replay.select(indices.tolist()).add_column("is_replay", [True] * count)
     mixed = datasets.concatenate_datasets([new.add_column("is_replay", [False] * len(new)), sample])
+    names = sample.features["speaker_id"].names if hasattr(sample.features["speaker_id"], "names") else None
+    per_speaker = collections.Counter(names[i] if names else str(i) for i in sample["speaker_id"])
     report = {
         "new_clips": len(new),
         "replay_clips": count,
+        "replay_clips_per_speaker": dict(sorted(per_speaker.items())),
         "replay_available": len(replay),
         "fraction": count / len(mixed),
         "repeated": repeated,

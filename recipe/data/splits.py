@@ -285,10 +285,25 @@ def every_clip(source: Source) -> datasets.Dataset:
     return joined if len(keep) == len(joined) else joined.select(keep)
 
 
-def speaker_names(source: Source, splits: list[datasets.Dataset], selected: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The speaker ids in the order of their `ClassLabel` indices: the selected ones, else every id of `splits`."""
+def ordered_speakers(chosen, speaker_order: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """`chosen` speaker ids in `ClassLabel` order: sorted; with `speaker_order` (a multi-speaker model's speakers),
+    that order first, whole (a speaker of the model without clips keeps its id), then the chosen others, sorted."""
+    if speaker_order is None:
+        return tuple(sorted(chosen))
+    return (*speaker_order, *sorted(set(chosen) - set(speaker_order)))
+
+
+def speaker_names(
+    source: Source,
+    splits: list[datasets.Dataset],
+    selected: tuple[str, ...] | None,
+    speaker_order: tuple[str, ...] | None = None,
+) -> tuple[str, ...]:
+    """The speaker ids in the order of their `ClassLabel` indices: the selected ones, else every id of `splits`;
+    sorted, or with `speaker_order` (a multi-speaker model's speakers) first in its order, so that a speaker the model
+    has keeps its id and the others follow it, sorted."""
     if selected is not None:
-        return tuple(sorted(selected))
+        return ordered_speakers(selected, speaker_order)
     if source.speaker_column is None:
         return ("speaker",)
     return tuple(sorted({str(s) for split in splits for s in split[source.speaker_column]}))

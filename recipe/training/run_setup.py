@@ -15,7 +15,7 @@ from recipe import voices
 from recipe.errors import ArgumentsError, InputError, MissingInputError
 from recipe.model.discriminator import DiscriminatorConfig, load_discriminator
 from recipe.model.preparation import prepare_for_training
-from recipe.model.speakers import with_speakers
+from recipe.model.speakers import add_speakers, with_speakers
 from recipe.model.vocabulary import (
     extend_text_embeddings,
     extend_vocabulary,
@@ -25,7 +25,7 @@ from recipe.model.vocabulary import (
 from recipe.training.arguments import ModelArguments
 from recipe.training.callbacks import SpeakerMapCallback
 from recipe.voices.lineage import resolve_discriminator
-from recipe.voices.speaker_map import check_same_speakers, speaker_map
+from recipe.voices.speaker_map import model_speaker_order, read_speaker_map, speaker_map
 
 logger = logging.getLogger("run_finetune")
 
@@ -126,15 +126,21 @@ def extend_tokenizer(model_args, data_args, training_args, tokenizer) -> tuple[o
 
 
 def speakers_for_training(vits: VitsModel, model_args, data_args, train_split) -> tuple[VitsModel, dict | None]:
-    """With `--speakers`: the model with one speaker per chosen speaker (a single-speaker model made multi-speaker,
-    each speaker id synthesizing as the original until trained: `recipe.model.speakers`) and the speaker map to save;
-    without, the model unchanged and `None`."""
+    """With `--speakers`: the model with one speaker per chosen speaker and the speaker map to save; without, the
+    model unchanged and `None`.
+
+    A single-speaker model is made multi-speaker, each speaker id synthesizing as the original until trained
+    (`recipe.model.speakers.with_speakers`). A multi-speaker model keeps its speakers and their ids: the features'
+    speaker ids follow its map (`prepare_datasets(speaker_order=...)`), and the data's speakers it does not have get
+    new rows after its own (`add_speakers`, which leaves the existing rows bit for bit).
+    """
     if data_args.speakers is None:
         return vits, None
     names = list(train_split.features["speaker_id"].names)
     seconds: dict[int, float] = {}
     for speaker, length in zip(train_split["speaker_id"], train_split["waveform_length"]):
         seconds[speaker] = seconds.get(speaker, 0.0) + length / vits.config.sampling_rate
+    earlier = None
     if vits.config.num_speakers <= 1:
         vits = with_speakers(vits, len(names))
         logger.info(
@@ -142,8 +148,27 @@ def speakers_for_training(vits: VitsModel, model_args, data_args, train_split) -
             f"{vits.config.speaker_embedding_size}); every speaker id starts as the original voice"
         )
     else:
-        check_same_speakers(model_args.model_name_or_path, vits.config.num_speakers, names)
-    return vits, speaker_map(names, seconds, data_args.dataset_name)
+        earlier = read_speaker_map(model_args.model_name_or_path)
+        existing = list(model_speaker_order(model_args.model_name_or_path, vits.config.num_speakers))
+        if names[: len(existing)] != existing:
+            raise RuntimeError(
+                f"The features' speakers {names[:3]}... do not start with the model's {existing[:3]}...: build them "
+                "with prepare_datasets(speaker_order=model_speaker_order(...))"
+            )
+        added = names[len(existing) :]
+        if added:
+            add_speakers(vits, len(added))
+        message = f"--speakers {data_args.speakers}: the model's {len(existing)} speakers keep their ids"
+        if added:
+            message += f"; {len(added)} new speakers get ids {len(existing)}-{len(names) - 1}"
+        silent = [name for index, name in enumerate(existing) if index not in seconds]
+        if silent:
+            message += (
+                f"; {len(silent)} of the model's speakers have no clip here: replay their data "
+                "(--replay_dataset_name) so that training for the others does not move their voices"
+            )
+        logger.info(message)
+    return vits, speaker_map(names, seconds, data_args.dataset_name, earlier)
 
 
 def load_model_for_training(

@@ -16,13 +16,18 @@ from recipe.errors import ArgumentsError
 SPEAKER_MAP_NAME = "speakers.json"
 
 
-def speaker_map(names: list[str], train_seconds: dict[int, float] | None, dataset: str | None) -> dict:
+def speaker_map(
+    names: list[str], train_seconds: dict[int, float] | None, dataset: str | None, earlier: dict | None = None
+) -> dict:
     """The map of speakers `names` (in `speaker_id` order) with the training minutes of each (left out when not
-    known, e.g. for an imported voice)."""
+    known, e.g. for an imported voice); with `earlier` (the starting model's map), each speaker's minutes there are
+    added to this round's, so that the map says what each voice was trained on in all."""
     speakers = [{"id": index, "name": name} for index, name in enumerate(names)]
+    before = {entry["name"]: entry.get("train_minutes", 0.0) for entry in (earlier or {}).get("speakers", [])}
     if train_seconds is not None:
         for entry in speakers:
-            entry["train_minutes"] = round(train_seconds.get(entry["id"], 0.0) / 60, 2)
+            minutes = train_seconds.get(entry["id"], 0.0) / 60 + before.get(entry["name"], 0.0)
+            entry["train_minutes"] = round(minutes, 2)
     return {"speakers": speakers, "dataset": dataset}
 
 
@@ -44,25 +49,31 @@ def speaker_names(mapping: dict) -> list[str]:
     return [entry["name"] for entry in sorted(mapping["speakers"], key=lambda entry: entry["id"])]
 
 
-def check_same_speakers(model_folder: str, num_speakers: int, chosen: list[str]) -> None:
-    """A multi-speaker model trained with `--speakers`: its map must name the chosen speakers, in the same order.
+def model_speaker_order(model_folder: str | None, num_speakers: int) -> tuple[str, ...] | None:
+    """A multi-speaker model's speaker names in `speaker_id` order, from its map: the ids the data's speakers take
+    when `--speakers` trains it (the model's speakers keep theirs, new ones are added after them); `None` for a
+    single-speaker model.
 
     Raises:
-        `ArgumentsError` naming both lists (shortened) when the model has no map or another one.
+        `ArgumentsError` when the model has several speakers and no map (or a map of another size): its ids cannot
+        be matched with the data's speakers.
     """
+    if num_speakers <= 1:
+        return None
     mapping = read_speaker_map(model_folder)
     if mapping is None:
         raise ArgumentsError(
             f"--model_name_or_path {model_folder} has {num_speakers} speakers but no {SPEAKER_MAP_NAME}, so its "
-            f"speaker ids cannot be matched with the data's; --speakers chose {len(chosen)}"
+            "speaker ids cannot be matched with the data's speakers: write one (speaker id -> the speaker's id in "
+            "the data, recipe/voices/speaker_map.py) or train without --speakers"
         )
-    existing = speaker_names(mapping)
-    if existing != list(chosen):
+    names = speaker_names(mapping)
+    if len(names) != num_speakers:
         raise ArgumentsError(
-            f"--speakers chose {len(chosen)} speakers {_brief(chosen)}, but {model_folder}'s {SPEAKER_MAP_NAME} "
-            f"has {len(existing)} {_brief(existing)}: train it with --speakers naming its speakers "
-            f"({','.join(existing) if len(','.join(existing)) < 300 else 'the ids in that file'})"
+            f"{model_folder}'s {SPEAKER_MAP_NAME} names {len(names)} speakers {_brief(names)}, but the model has "
+            f"{num_speakers}: the map belongs to another model"
         )
+    return tuple(names)
 
 
 def _brief(names: list[str]) -> str:
