@@ -7,8 +7,9 @@
 Stages (each writes into `--work_dir`, and is skipped when its output is there, so an interrupted run goes on):
 1. `render`: a fixed list of generated English sentences (`--seed`) spoken by Joe through piper-tts (its default
    noise, no peak normalization), in the LJSpeech layout: `joe/` (training, `--num_train` clips) and
-   `joe_heldout/` (`--num_heldout`); `second/` and `second_heldout/`: a second voice, Joe resampled by
-   `--second_voice_semitones` (pitch and formants up, tempo faster), about `--second_voice_seconds` of training audio.
+   `joe_heldout/` (`--num_heldout`); `second/` and `second_heldout/`: a second voice (`--second_voice`): Joe
+   resampled by `--second_voice_semitones` (pitch and formants up, tempo faster), or another speaker (CMU Flite's
+   voices, `flite:slt`), about `--second_voice_seconds` of training audio.
 2. `import`: `python -m recipe.piper import` -> `joe_imported/` (checks parity with the ONNX).
 3. `warmup`: `python -m recipe.piper warmup` with the texts of `joe/`: the posterior encoder and the duration
    predictor's posterior flows learn to invert the voice's own synthesis, everything inference uses is frozen
@@ -30,8 +31,10 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -201,28 +204,54 @@ def render(args, results: dict) -> None:
     with open(os.path.join(args.work_dir, "heldout.txt"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(heldout) + "\n")
 
-    # The second voice: Joe resampled, i.e. pitch and formants up by the same factor and the tempo faster.
-    import soxr
-
-    factor = 2 ** (args.second_voice_semitones / 12)
-
-    def shift(waveform: np.ndarray) -> np.ndarray:
-        return soxr.resample(waveform, rate, rate / factor).astype(np.float32)
-
+    speak_second = second_voice(args.second_voice, rate, args.second_voice_semitones)
     second_train, total = [], 0.0
     for sentence, waveform in zip(train, train_audio):
         if total >= args.second_voice_seconds:
             break
-        second_train.append((sentence, shift(waveform)))
+        second_train.append((sentence, speak_second(sentence, waveform)))
         total += len(second_train[-1][1]) / rate
+    figures["second_voice"] = args.second_voice
     figures["second_train_minutes"] = (
         write_ljspeech(
             os.path.join(args.work_dir, "second"), [s for s, _ in second_train], [w for _, w in second_train], rate
         )
         / 60
     )
-    write_ljspeech(os.path.join(args.work_dir, "second_heldout"), heldout, [shift(w) for w in heldout_audio], rate)
+    write_ljspeech(
+        os.path.join(args.work_dir, "second_heldout"),
+        heldout,
+        [speak_second(s, w) for s, w in zip(heldout, heldout_audio)],
+        rate,
+    )
     results["render"] = figures
+
+
+def second_voice(spec: str, rate: int, semitones: float):
+    """`(sentence, Joe's waveform of it) -> the second voice's waveform at `rate``, for `--second_voice`:
+    - `joe_shifted`: Joe resampled by `semitones`, i.e. pitch and formants up by the same factor and the tempo
+      faster: the same speaker's rhythm and accent, moved;
+    - `flite:VOICE`: another speaker, CMU Flite's `VOICE` (Debian's `flite` package: `slt` a US female voice, `rms`,
+      `awb` and `kal16` male ones; CMU's licence permits use and redistribution), resampled from its 16 kHz."""
+    import soxr
+
+    if spec == "joe_shifted":
+        factor = 2 ** (semitones / 12)
+        return lambda sentence, waveform: soxr.resample(waveform, rate, rate / factor).astype(np.float32)
+    kind, _, voice = spec.partition(":")
+    if kind != "flite" or not voice:
+        raise SystemExit(f"--second_voice {spec!r}: use joe_shifted or flite:VOICE (slt, rms, awb, kal16)")
+    if shutil.which("flite") is None:
+        raise SystemExit(f"--second_voice {spec}: needs CMU Flite (`apt-get install flite` on Debian / Ubuntu)")
+
+    def speak(sentence: str, waveform: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "clip.wav")
+            subprocess.run(["flite", "-voice", voice, "-t", sentence, "-o", path], check=True, capture_output=True)
+            audio, flite_rate = sf.read(path, dtype="float32")
+        return soxr.resample(audio, flite_rate, rate).astype(np.float32)
+
+    return speak
 
 
 def run(command: list[str], log_path: str, accepted_codes: tuple[int, ...] = (0,)) -> float:
@@ -402,6 +431,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_train", type=int, default=200)
     parser.add_argument("--num_heldout", type=int, default=30)
     parser.add_argument("--num_reconstruction", type=int, default=10)
+    parser.add_argument(
+        "--second_voice",
+        default="joe_shifted",
+        help="the voice of the second fine-tune: joe_shifted (Joe moved by --second_voice_semitones) or flite:VOICE "
+        "(another speaker: CMU Flite's slt, rms, awb or kal16; needs Debian's flite)",
+    )
     parser.add_argument("--second_voice_semitones", type=float, default=4.0)
     parser.add_argument("--second_voice_seconds", type=float, default=60.0)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS)

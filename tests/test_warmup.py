@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import DEMO_DIR, REPO_ROOT, load_benchmark, make_tiny_config
@@ -134,3 +136,19 @@ def test_the_warm_up_command_and_the_real_voice_benchmark_default_to_the_warm_up
         WARMUP_LEARNING_RATE,
         WARMUP_BATCH_SIZE,
     )
+
+
+def test_the_real_voice_benchmark_second_voices():
+    """--second_voice: Joe moved in pitch (resampled: shorter by the factor), or another speaker by CMU Flite at the
+    voice's rate; anything else is refused."""
+    real_voice = load_benchmark("real_voice")
+    joe = np.sin(np.linspace(0, 2000, 22050)).astype(np.float32)
+    shifted = real_voice.second_voice("joe_shifted", 22050, 12.0)("a sentence", joe)
+    assert abs(len(shifted) - len(joe) / 2) <= 2
+    with pytest.raises(SystemExit, match="use joe_shifted or flite:VOICE"):
+        real_voice.second_voice("espeak:en", 22050, 4.0)
+    if shutil.which("flite") is None:
+        pytest.skip("CMU Flite is not installed (apt-get install flite)")
+    spoken = real_voice.second_voice("flite:slt", 22050, 4.0)("the river was cold", joe)
+    assert spoken.dtype == np.float32 and 0.5 * 22050 < len(spoken) < 3 * 22050
+    assert 0.01 < float(np.sqrt(np.mean(spoken**2))) < 0.5
