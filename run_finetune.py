@@ -38,6 +38,7 @@ from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
 from recipe.training.amplitude_probe import reference_rms_from_dataset
 from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback, configure_progress_bars
 from recipe.training.parser import RecipeArgumentParser
+from recipe.training.precision import cpu_bf16_hint
 from recipe.training.run_lock import holding_output_dir
 from recipe.training.run_setup import (
     check_vocabulary,
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
     push_to_hub = take_over_hub_upload(training_args)
     configure_logging(training_args)
     logger.info(f"Process {training_args.process_index}/{training_args.world_size}, device {training_args.device}")
+    if (hint := cpu_bf16_hint(training_args.precision, training_args.use_cpu)) and training_args.process_index == 0:
+        logger.info(hint)
     set_seed(training_args.seed)
 
     # one run per --output_dir: refused (exit status 3) while another run holds it; released however this ends

@@ -281,3 +281,13 @@ def test_a_mistyped_flag_or_key_is_one_line_with_the_closest_names(tiny_files, t
     assert (
         error.count("\n") == 1 and f"unknown argument(s) in {bad}: lerning_rate (did you mean learning_rate" in error
     )
+
+
+def test_fp32_on_a_cpu_with_native_bf16_says_what_bf16_would_give(monkeypatch):
+    from recipe.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert "--precision bf16 ran the MMS-size training step 1.6-1.9x faster" in precision.cpu_bf16_hint("fp32", True)
+    assert precision.cpu_bf16_hint("bf16", True) is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.cpu_bf16_hint("fp32", True) is None
