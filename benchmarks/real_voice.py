@@ -204,6 +204,21 @@ def render(args, results: dict) -> None:
     with open(os.path.join(args.work_dir, "heldout.txt"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(heldout) + "\n")
 
+    figures.update(render_second(args, train, train_audio, heldout, heldout_audio, rate))
+    results["render"] = figures
+
+
+def read_ljspeech(folder: str) -> tuple[list[str], list[np.ndarray], int]:
+    """The sentences and waveforms `write_ljspeech` wrote, and their sampling rate."""
+    with open(os.path.join(folder, "metadata.csv"), encoding="utf-8") as handle:
+        rows = [line.rstrip("\n").split("|", 1) for line in handle if line.strip()]
+    clips = [sf.read(os.path.join(folder, "wavs", f"{name}.wav"), dtype="float32") for name, _ in rows]
+    return [text for _, text in rows], [audio for audio, _ in clips], clips[0][1]
+
+
+def render_second(args, train, train_audio, heldout, heldout_audio, rate: int) -> dict:
+    """`second/` (about `--second_voice_seconds` of the training sentences) and `second_heldout/` in
+    `--second_voice`, from Joe's sentences and waveforms; returns the render figures of the second voice."""
     speak_second = second_voice(args.second_voice, rate, args.second_voice_semitones)
     second_train, total = [], 0.0
     for sentence, waveform in zip(train, train_audio):
@@ -211,7 +226,7 @@ def render(args, results: dict) -> None:
             break
         second_train.append((sentence, speak_second(sentence, waveform)))
         total += len(second_train[-1][1]) / rate
-    figures["second_voice"] = args.second_voice
+    figures = {"second_voice": args.second_voice}
     figures["second_train_minutes"] = (
         write_ljspeech(
             os.path.join(args.work_dir, "second"), [s for s, _ in second_train], [w for _, w in second_train], rate
@@ -224,7 +239,15 @@ def render(args, results: dict) -> None:
         [speak_second(s, w) for s, w in zip(heldout, heldout_audio)],
         rate,
     )
-    results["render"] = figures
+    return figures
+
+
+def render_second_from_shared(args, results: dict) -> None:
+    """The second voice of a work dir that shares Joe's render with another (`--share_from`) but asks for another
+    `--second_voice`: rendered here from the shared `joe/` and `joe_heldout/`."""
+    train, train_audio, rate = read_ljspeech(os.path.join(args.work_dir, "joe"))
+    heldout, heldout_audio, _ = read_ljspeech(os.path.join(args.work_dir, "joe_heldout"))
+    results["render"].update(render_second(args, train, train_audio, heldout, heldout_audio, rate))
 
 
 def second_voice(spec: str, rate: int, semitones: float):
@@ -381,6 +404,7 @@ def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> Non
 
 
 # the folders of the stages a work dir can share with another (`--share_from`)
+SECOND_VOICE_FOLDERS = ("second", "second_heldout")
 SHARED_STAGES = {
     "render": ("joe", "joe_heldout", "second", "second_heldout", "heldout.txt"),
     "import": ("joe_imported",),
@@ -388,19 +412,25 @@ SHARED_STAGES = {
 }
 
 
-def share(base: str, work: str, results: dict) -> None:
+def share(base: str, work: str, results: dict, second: str) -> bool:
     """Link `base`'s render, import and warm-up folders into `work` and take their results, so that those stages
-    count as done here."""
+    count as done here. Its second voice is linked too when it is `second` (`--second_voice`); otherwise returns
+    False, and the caller renders that voice here (`render_second_from_shared`)."""
     with open(os.path.join(base, "results.json")) as handle:
         base_results = json.load(handle)
+    same_second = base_results.get("render", {}).get("second_voice") == second
     for stage, folders in SHARED_STAGES.items():
         if stage not in base_results:
             raise SystemExit(f"--share_from {base}: its {stage} stage has not run")
         for folder in folders:
+            if folder in SECOND_VOICE_FOLDERS and not same_second:
+                continue
             link = os.path.join(work, folder)
             if not os.path.lexists(link):
                 os.symlink(os.path.join(base, folder), link)
-        results[stage] = base_results[stage]
+        if stage not in results or stage != "render":
+            results[stage] = dict(base_results[stage])
+    return same_second or all(os.path.isdir(os.path.join(work, folder)) for folder in SECOND_VOICE_FOLDERS)
 
 
 def main(argv=None) -> dict:
@@ -458,7 +488,11 @@ def main(argv=None) -> dict:
     args.work_dir = os.path.abspath(args.work_dir)
     stages, results_path, results = resumable_stages(parser, args.stages, STAGES, args.work_dir)
     if args.share_from:
-        share(os.path.abspath(args.share_from), args.work_dir, results)
+        if not share(os.path.abspath(args.share_from), args.work_dir, results, args.second_voice):
+            print(f"render: the second voice, {args.second_voice}, from the shared Joe clips", flush=True)
+            render_second_from_shared(args, results)
+            with open(results_path, "w") as handle:
+                json.dump(results, handle, indent=1)
     batch = [
         "--per_device_train_batch_size",
         str(args.batch_size),
