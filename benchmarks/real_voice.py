@@ -414,8 +414,8 @@ SHARED_STAGES = {
 
 def share(base: str, work: str, results: dict, second: str) -> bool:
     """Link `base`'s render, import and warm-up folders into `work` and take their results, so that those stages
-    count as done here. Its second voice is linked too when it is `second` (`--second_voice`); otherwise returns
-    False, and the caller renders that voice here (`render_second_from_shared`)."""
+    count as done here. Its second voice is linked too when it is `second` (`--second_voice`). Returns whether the
+    second voice's folders are in `work`; when not, the caller renders them there (`render_second_from_shared`)."""
     with open(os.path.join(base, "results.json")) as handle:
         base_results = json.load(handle)
     same_second = base_results.get("render", {}).get("second_voice") == second
@@ -428,7 +428,8 @@ def share(base: str, work: str, results: dict, second: str) -> bool:
             link = os.path.join(work, folder)
             if not os.path.lexists(link):
                 os.symlink(os.path.join(base, folder), link)
-        if stage not in results or stage != "render":
+        # a render taken earlier keeps the second voice rendered here
+        if stage != "render" or stage not in results:
             results[stage] = dict(base_results[stage])
     return same_second or all(os.path.isdir(os.path.join(work, folder)) for folder in SECOND_VOICE_FOLDERS)
 

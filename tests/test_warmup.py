@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
 import re
@@ -11,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import DEMO_DIR, REPO_ROOT, load_benchmark, make_tiny_config
 from transformers import VitsModel, set_seed
@@ -152,3 +155,34 @@ def test_the_real_voice_benchmark_second_voices():
     spoken = real_voice.second_voice("flite:slt", 22050, 4.0)("the river was cold", joe)
     assert spoken.dtype == np.float32 and 0.5 * 22050 < len(spoken) < 3 * 22050
     assert 0.01 < float(np.sqrt(np.mean(spoken**2))) < 0.5
+
+
+def test_a_shared_work_dir_renders_only_its_own_second_voice(tmp_path):
+    """--share_from a work dir whose second voice is another: Joe, the import and the warm-up are linked, the second
+    voice is rendered here from the shared Joe clips (and is not the base's); the same voice is linked."""
+    real_voice = load_benchmark("real_voice")
+    base, work = tmp_path / "base", tmp_path / "work"
+    joe = [np.sin(np.linspace(0, 400 * (i + 1), 22050)).astype(np.float32) for i in range(3)]
+    real_voice.write_ljspeech(str(base / "joe"), ["one", "two", "three"], joe, 22050)
+    real_voice.write_ljspeech(str(base / "joe_heldout"), ["four"], joe[:1], 22050)
+    for folder in ("second", "second_heldout", "joe_imported", "joe_warm"):
+        (base / folder).mkdir()
+    (base / "heldout.txt").write_text("four\n")
+    stages = {"render": {"second_voice": "flite:slt"}, "import": {}, "warmup": {}}
+    (base / "results.json").write_text(json.dumps(stages))
+    work.mkdir()
+    results = {}
+    assert not real_voice.share(str(base), str(work), results, "joe_shifted")
+    assert os.path.islink(work / "joe_warm") and not os.path.lexists(work / "second")
+    args = argparse.Namespace(
+        work_dir=str(work), second_voice="joe_shifted", second_voice_semitones=12.0, second_voice_seconds=60.0
+    )
+    real_voice.render_second_from_shared(args, results)
+    assert results["render"]["second_voice"] == "joe_shifted"
+    shifted, _ = sf.read(work / "second" / "wavs" / "000.wav")
+    assert abs(len(shifted) - 22050 / 2) <= 2 and not os.path.islink(work / "second")
+    assert real_voice.share(str(base), str(work), results, "joe_shifted")  # an earlier render is kept
+    assert results["render"]["second_voice"] == "joe_shifted"
+    (tmp_path / "same").mkdir()
+    assert real_voice.share(str(base), str(tmp_path / "same"), {}, "flite:slt")
+    assert os.path.islink(tmp_path / "same" / "second")
