@@ -49,11 +49,15 @@ def tiny_trainer(
     init_seed: int | None = None,
     tokenizer=None,
     callbacks=None,
+    features=None,
+    data_collator=None,
     **overrides,
 ):
     """A `VitsTrainer` on a freshly seeded tiny model, synthetic data and a tiny discriminator.
 
-    `init_seed` (defaults to `seed`) seeds the weights; `seed` is the training seed (data order, noise).
+    `init_seed` (defaults to `seed`) seeds the weights; `seed` is the training seed (data order, noise). `features`
+    (defaults to `synthetic_features(config)`) and `data_collator` (defaults to a `VitsDataCollator`) replace the
+    training data and its collator.
     """
     set_seed(seed if init_seed is None else init_seed)
     vits = prepare_for_training(VitsModel(config))
@@ -72,7 +76,7 @@ def tiny_trainer(
     )
     kwargs.update(overrides)
     args = VitsTrainingArguments(**kwargs)
-    features = synthetic_features(config)
+    features = synthetic_features(config) if features is None else features
     return VitsTrainer(
         model=model,
         l2sp=L2SPReference(vits) if args.l2sp_weight > 0 else None,
@@ -80,7 +84,7 @@ def tiny_trainer(
         discriminator=VitsDiscriminator(TINY_DISCRIMINATOR) if discriminator else None,
         train_dataset=features,
         eval_dataset=features.select(range(2)),
-        data_collator=VitsDataCollator(SpectrogramConfig.from_model_config(config)),
+        data_collator=data_collator or VitsDataCollator(SpectrogramConfig.from_model_config(config)),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
