@@ -3,20 +3,24 @@ draw on every process and after a resume, and what the Trainer's batches then ho
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from conftest import make_tiny_config
+from conftest import REPO_ROOT, make_tiny_config
 from torch.utils.data import DataLoader, RandomSampler
-from trainer_helpers import synthetic_features, tiny_trainer
+from trainer_helpers import RecordingCollator, speaker_features, tiny_trainer
 from transformers import TrainerCallback
 
 from recipe.audio import SpectrogramConfig
-from recipe.data.collator import VitsDataCollator
 from recipe.training.arguments import VitsTrainingArguments
 from recipe.training.speaker_sampling import (
     SpeakerSampling,
@@ -136,7 +140,7 @@ def test_group_by_length_orders_the_same_draw_into_batches_of_similar_length():
 
 
 def test_the_trainers_sampler_orders_by_length_under_group_by_length(tmp_path):
-    features = _speaker_features(make_tiny_config(), {0: 6, 1: 2})
+    features = speaker_features(make_tiny_config(), {0: 6, 1: 2})
     args = VitsTrainingArguments(
         output_dir=str(tmp_path), speaker_sampling="balanced", train_sampling_strategy="group_by_length"
     )
@@ -168,10 +172,14 @@ def test_each_process_gets_a_disjoint_share_of_each_epochs_draw():
 
 
 class _Loop:
-    """What `Trainer._run_epoch` does with the epoch: tell the dataloader (accelerate forwards it where it can)."""
+    """What `Trainer._run_epoch` (transformers 5.25) does with the epoch: tell the dataloader, which accelerate
+    forwards where it can, and the sampler under accelerate's `BatchSamplerShard` when it has `set_epoch`."""
 
     def _run_epoch(self, model, epoch, train_dataloader):
         train_dataloader.set_epoch(epoch)
+        underlying_sampler = getattr(getattr(train_dataloader, "batch_sampler", None), "batch_sampler", None)
+        if hasattr(underlying_sampler, "set_epoch"):
+            underlying_sampler.set_epoch(epoch)
         return list(train_dataloader)
 
 
@@ -192,25 +200,8 @@ def test_a_ddp_process_resumed_mid_epoch_draws_that_epoch_again():
     assert trainer._run_epoch(None, 2, train_dataloader=resumed) == expected[1:]
 
 
-def _speaker_features(config, clips_per_speaker: dict[int, int]):
-    speaker_ids = [speaker for speaker, count in clips_per_speaker.items() for _ in range(count)]
-    features = synthetic_features(config, num_clips=len(speaker_ids))
-    return features.add_column("speaker_id", speaker_ids)
-
-
-@dataclass
-class _RecordingCollator(VitsDataCollator):
-    """Records the clips of each batch it builds."""
-
-    batches: list = field(default_factory=list)
-
-    def __call__(self, features):
-        self.batches.append([f["path"] for f in features])
-        return super().__call__(features)
-
-
 def _train(tmp_path, name, config, features, **overrides):
-    collator = _RecordingCollator(SpectrogramConfig.from_model_config(config))
+    collator = RecordingCollator(SpectrogramConfig.from_model_config(config))
     settings = dict(max_steps=-1, num_train_epochs=3, per_device_train_batch_size=4, save_strategy="no")
     settings.update(overrides)
     trainer = tiny_trainer(
@@ -222,7 +213,7 @@ def _train(tmp_path, name, config, features, **overrides):
 
 def test_the_batches_speaker_mix_follows_the_flag(tmp_path):
     config = make_tiny_config(num_speakers=2, speaker_embedding_size=4)
-    features = _speaker_features(config, {0: 20, 1: 4})
+    features = speaker_features(config, {0: 20, 1: 4})
     speaker_of = dict(zip(features["path"], features["speaker_id"]))
 
     proportional, batches = _train(tmp_path, "proportional", config, features)
@@ -251,12 +242,12 @@ class _StopAt(TrainerCallback):
 
 def test_a_resumed_run_trains_on_the_batches_the_straight_run_did(tmp_path):
     config = make_tiny_config(num_speakers=2, speaker_embedding_size=4)
-    features = _speaker_features(config, {0: 20, 1: 4})
+    features = speaker_features(config, {0: 20, 1: 4})
     common = dict(speaker_sampling="temperature:2", save_strategy="steps", save_steps=8)
     _, straight = _train(tmp_path, "straight", config, features, **common)
     # step 8 is the second step of the second epoch (6 steps an epoch)
     _train(tmp_path, "stopped", config, features, callbacks=[_StopAt(8)], **common)
-    collator = _RecordingCollator(SpectrogramConfig.from_model_config(config))
+    collator = RecordingCollator(SpectrogramConfig.from_model_config(config))
     resumed = tiny_trainer(
         config, str(tmp_path / "stopped"), discriminator=False, features=features, data_collator=collator,
         max_steps=-1, num_train_epochs=3, per_device_train_batch_size=4, **common,
@@ -268,10 +259,33 @@ def test_a_resumed_run_trains_on_the_batches_the_straight_run_did(tmp_path):
 
 def test_one_speaker_has_nothing_to_weigh_and_keeps_the_trainers_sampler(tmp_path, caplog):
     args = VitsTrainingArguments(output_dir=str(tmp_path), speaker_sampling="balanced", report_to="none")
-    one_speaker = _speaker_features(make_tiny_config(), {0: 6})
+    one_speaker = speaker_features(make_tiny_config(), {0: 6})
     with caplog.at_level(logging.INFO, logger="recipe.training.speaker_sampling"):
         assert speaker_sampler(args, one_speaker) is None
     assert "the training set has one speaker, nothing to weigh" in caplog.text
     assert isinstance(
-        speaker_sampler(args, _speaker_features(make_tiny_config(), {0: 4, 1: 2})), SpeakerWeightedSampler
+        speaker_sampler(args, speaker_features(make_tiny_config(), {0: 4, 1: 2})), SpeakerWeightedSampler
     )
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+def test_two_ddp_processes_train_on_disjoint_shares_of_each_epochs_draw(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(port),
+        str(REPO_ROOT / "tests" / "speaker_sampling_ddp_worker.py"), str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank-{index}.json").read_text()) for index in (0, 1))
+    assert rank0["draws"] == rank1["draws"], "every process draws the same epochs"
+    assert rank0["global_step"] == rank1["global_step"] == 8
+    # 24 clips, 3 per batch: each epoch's 8 batches alternate between the processes, 4 each
+    for epoch, draw in enumerate(rank0["draws"]):
+        shares = [rank["batches"][4 * epoch : 4 * (epoch + 1)] for rank in (rank0, rank1)]
+        assert [path for pair in zip(*shares) for batch in pair for path in batch] == draw

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import datasets
 import numpy as np
 import torch
@@ -39,6 +41,23 @@ def synthetic_features(config, num_clips: int = 8, seed: int = 0) -> datasets.Da
         rows["text"].append("roj bas")
         rows["path"].append(f"wavs/clip-{index}.wav")
     return datasets.Dataset.from_dict(rows)
+
+
+def speaker_features(config, clips_per_speaker: dict[int, int]) -> datasets.Dataset:
+    """`synthetic_features` with a `speaker_id` column: `clips_per_speaker[s]` clips of each speaker `s`, in order."""
+    speaker_ids = [speaker for speaker, count in clips_per_speaker.items() for _ in range(count)]
+    return synthetic_features(config, num_clips=len(speaker_ids)).add_column("speaker_id", speaker_ids)
+
+
+@dataclass
+class RecordingCollator(VitsDataCollator):
+    """A `VitsDataCollator` that records the clips (paths) of each batch it builds."""
+
+    batches: list = field(default_factory=list)
+
+    def __call__(self, features):
+        self.batches.append([f["path"] for f in features])
+        return super().__call__(features)
 
 
 def tiny_trainer(
