@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import datasets
 import numpy as np
 import torch
@@ -41,6 +43,23 @@ def synthetic_features(config, num_clips: int = 8, seed: int = 0) -> datasets.Da
     return datasets.Dataset.from_dict(rows)
 
 
+def speaker_features(config, clips_per_speaker: dict[int, int]) -> datasets.Dataset:
+    """`synthetic_features` with a `speaker_id` column: `clips_per_speaker[s]` clips of each speaker `s`, in order."""
+    speaker_ids = [speaker for speaker, count in clips_per_speaker.items() for _ in range(count)]
+    return synthetic_features(config, num_clips=len(speaker_ids)).add_column("speaker_id", speaker_ids)
+
+
+@dataclass
+class RecordingCollator(VitsDataCollator):
+    """A `VitsDataCollator` that records the clips (paths) of each batch it builds."""
+
+    batches: list = field(default_factory=list)
+
+    def __call__(self, features):
+        self.batches.append([f["path"] for f in features])
+        return super().__call__(features)
+
+
 def tiny_trainer(
     config,
     output_dir: str,
@@ -49,11 +68,15 @@ def tiny_trainer(
     init_seed: int | None = None,
     tokenizer=None,
     callbacks=None,
+    features=None,
+    data_collator=None,
     **overrides,
 ):
     """A `VitsTrainer` on a freshly seeded tiny model, synthetic data and a tiny discriminator.
 
-    `init_seed` (defaults to `seed`) seeds the weights; `seed` is the training seed (data order, noise).
+    `init_seed` (defaults to `seed`) seeds the weights; `seed` is the training seed (data order, noise). `features`
+    (defaults to `synthetic_features(config)`) and `data_collator` (defaults to a `VitsDataCollator`) replace the
+    training data and its collator.
     """
     set_seed(seed if init_seed is None else init_seed)
     vits = prepare_for_training(VitsModel(config))
@@ -72,7 +95,7 @@ def tiny_trainer(
     )
     kwargs.update(overrides)
     args = VitsTrainingArguments(**kwargs)
-    features = synthetic_features(config)
+    features = synthetic_features(config) if features is None else features
     return VitsTrainer(
         model=model,
         l2sp=L2SPReference(vits) if args.l2sp_weight > 0 else None,
@@ -80,7 +103,7 @@ def tiny_trainer(
         discriminator=VitsDiscriminator(TINY_DISCRIMINATOR) if discriminator else None,
         train_dataset=features,
         eval_dataset=features.select(range(2)),
-        data_collator=VitsDataCollator(SpectrogramConfig.from_model_config(config)),
+        data_collator=data_collator or VitsDataCollator(SpectrogramConfig.from_model_config(config)),
         processing_class=tokenizer,
         callbacks=callbacks,
     )

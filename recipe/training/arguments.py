@@ -20,6 +20,7 @@ from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
 from recipe.training.precision import requested_precision, resolved_precision
+from recipe.training.sampling_arguments import SpeakerSamplingArguments
 from recipe.training.screening_arguments import ScreeningArguments
 
 
@@ -248,7 +249,7 @@ class DataArguments(ScreeningArguments):
 
 
 @dataclass
-class VitsTrainingArguments(TrainingArguments):
+class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
     """`TrainingArguments` with VITS objectives and fine-tuning defaults.
 
     Defaults changed from `TrainingArguments`, each for fine-tuning a pretrained VITS:
@@ -387,6 +388,7 @@ class VitsTrainingArguments(TrainingArguments):
             self.disable_tqdm = not sys.stderr.isatty()
         super().__post_init__()
         self._check_segment_size()
+        self.check_speaker_sampling()
         self._check_time_budget()
         self._check_amplitude_arguments()
         self._check_periods_under_time_budget()

@@ -25,6 +25,7 @@ from transformers import HfArgumentParser
 
 from recipe.errors import ArgumentsError, RaisesArgumentsError, help_epilog
 from recipe.training.arguments import DataArguments, ModelArguments, VitsTrainingArguments
+from recipe.training.sampling_arguments import check_speaker_sampling_applies
 
 # The recipe's fields of VitsTrainingArguments and the Trainer arguments a fine-tune usually sets, by group, in the
 # order --help shows them: (title, description, field names).
@@ -35,9 +36,9 @@ TRAINING_GROUPS = (
         (
             "output_dir", "max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
             "gradient_accumulation_steps", "learning_rate", "discriminator_learning_rate", "lr_scheduler_type",
-            "warmup_ratio", "precision", "seed", "logging_steps", "eval_strategy", "eval_steps", "save_strategy",
-            "save_steps", "save_total_limit", "save_only_model", "load_best_model_at_end", "resume_from_checkpoint",
-            "report_to", "ddp_timeout",
+            "warmup_ratio", "precision", "seed", "speaker_sampling", "logging_steps", "eval_strategy", "eval_steps",
+            "save_strategy", "save_steps", "save_total_limit", "save_only_model", "load_best_model_at_end",
+            "resume_from_checkpoint", "report_to", "ddp_timeout",
         ),
     ),
     (
@@ -179,12 +180,15 @@ class RecipeArgumentParser(RaisesArgumentsError, HfArgumentParser):
                 raise self._unknown(flags, self.flags(), "argument(s)")
             raise ArgumentsError(f"unexpected value(s) {remaining}: each value follows its --flag")
         try:
-            return tuple(self.parse_args_into_dataclasses(args=argv))
+            model_args, data_args, training_args = self.parse_args_into_dataclasses(args=argv)
         except ArgumentsError:
             raise
         except ValueError as error:
             # a dataclass's __post_init__ refusing a value: its message names the flag and the value
             raise ArgumentsError(str(error)) from error
+        # a flag of one dataclass that only applies with a flag of another
+        check_speaker_sampling_applies(data_args.speakers, training_args.speaker_sampling)
+        return model_args, data_args, training_args
 
     def _set_file_defaults(self, path: str) -> None:
         if not os.path.isfile(path):

@@ -33,6 +33,8 @@ What it changes in `Trainer`, and why (each hook delegates to the part named in 
       it resumes from and its step (`resume_log`).
     - Printed logs: each log once, as `TrainingLogLineCallback`'s line (transformers' printed dicts removed), the
       progress bar on a terminal only (`callbacks.show_progress_as_log_lines`).
+    - The train sampler: with `--speaker_sampling balanced | temperature:T` on several speakers, a draw that weighs
+      them, deterministic from the seed and the epoch (`speaker_sampling`); `proportional` keeps Trainer's own.
     - Batches carry their clips' paths (`VitsDataCollator`'s `paths`): a non-finite loss is reported with the clips
       of the batch it came from, without a host sync per step (`non_finite`).
 
@@ -59,12 +61,13 @@ from recipe.training.loss_window import LossWindow
 from recipe.training.non_finite import NonFiniteTracker
 from recipe.training.peer_failure import peer_failure_error
 from recipe.training.signals import StopOnSignalCallback, StopRequest, TrainingInterrupted
+from recipe.training.speaker_sampling import SpeakerSamplingMixin
 from recipe.training.step_plan import StepPlan, bound_max_steps, schedule_at, time_budget
 
 logger = logging.getLogger(__name__)
 
 
-class VitsTrainer(Trainer):
+class VitsTrainer(SpeakerSamplingMixin, Trainer):
     """A `Trainer` for `VitsForTraining`, with an optional discriminator and the VITS objectives.
 
     Args:
