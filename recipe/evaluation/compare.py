@@ -7,7 +7,10 @@ Per model and sentence: the WAV, amplitude and silence figures, generation time 
 `--references` (a dataset source as `--dataset_name` takes it, whose clips give the texts and recordings): MCD-DTW
 and duration ratio against the recording; with `--asr_model`: CER and WER of a speech recognizer's transcription
 against the sentence as written (lowercased and without punctuation for scoring, but never romanized: a recognizer
-answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
+answers in the sentence's own script); with `--references` and the `similarity` extra: speaker similarity
+(`recipe.evaluation.compare_similarity`). A multi-speaker model is compared per speaker, each reading its own
+recordings' sentences (`recipe.evaluation.speaker_plan`), with a verdict per speaker: closer to its own recordings
+than to any other trained speaker's (`recipe.evaluation.verdicts`). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
 (`reference/*.wav`), `plots/*.png` and `report.html` into `--output_dir`, prints the verdict lines, and exits with
 status 1 when a verdict fails, so that a pipeline can gate on it; with status 2 and one line
 `python -m recipe.compare: error: MESSAGE` for bad input (`recipe.errors.run_command`).
