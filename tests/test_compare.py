@@ -97,6 +97,7 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
             "--device", "cpu",
             "--output_dir", str(out),
             "--cache_dir", str(tmp_path / "cache"),
+            "--speaker_similarity", "off",  # tests/test_compare_similarity.py
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -126,9 +127,12 @@ def test_end_to_end_with_references_and_asr_writes_every_output(models, tmp_path
         assert summary["deltas"][key] == pytest.approx(
             summary["means"]["finetuned"][key] - summary["means"]["original"][key]
         )
-    assert [v["name"] for v in comparison["verdicts"]] == ["amplitude", "silence", "intelligibility"]
+    assert [v["name"] for v in comparison["verdicts"]] == [
+        "amplitude", "silence", "intelligibility", "speaker similarity"
+    ]  # fmt: skip
     # seeded synthesis and a seeded ASR model: RMS +14% (allowed 30%), no silent clip, CER 17.9 vs 60.7
-    assert [v["status"] for v in comparison["verdicts"]] == ["PASS", "PASS", "PASS"]
+    assert [v["status"] for v in comparison["verdicts"]] == ["PASS", "PASS", "PASS", "SKIP"]
+    assert comparison["verdicts"][-1]["message"] == "--speaker_similarity off" and "similarity" not in comparison
     assert comparison["passed"] and status == 0
     for verdict in comparison["verdicts"]:
         assert f"{verdict['status']} {verdict['name']}" in printed
@@ -147,7 +151,8 @@ def test_same_model_twice_passes_with_zero_deltas(models, texts_file, tmp_path):
     assert status == 0 and comparison["passed"]
     assert len(comparison["sentences"]) == 2
     assert comparison["summary"]["deltas"]["rms"] == 0.0
-    assert [v["status"] for v in comparison["verdicts"]] == ["PASS", "PASS", "SKIP"]
+    # no recordings: no speaker similarity, whether or not the extra is installed
+    assert [v["status"] for v in comparison["verdicts"]] == ["PASS", "PASS", "SKIP", "SKIP"]
     original, finetuned = (sf.read(out / label / "000.wav")[0] for label in ("original", "finetuned"))
     np.testing.assert_array_equal(original, finetuned)  # seeded synthesis is deterministic
     assert os.path.isfile(out / "report.html") and os.path.isfile(out / "plots" / "001.png")

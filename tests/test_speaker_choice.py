@@ -131,7 +131,7 @@ def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_m
     with pytest.raises(ValueError, match="range 0-3"):
         tts("roj baş", forward_params={"speaker_id": 4})
 
-    # recipe.compare reads with speaker 0 unless told, and names the speakers of a --speaker_id out of range
+    # recipe.compare reads as every speaker unless told, and names the speakers of a --speaker_id out of range
     texts = tmp_path / "texts.txt"
     texts.write_text("roj baş\n", encoding="utf-8")
     argv = [
@@ -149,7 +149,13 @@ def test_a_single_speaker_model_trains_as_a_multi_speaker_one_with_its_speaker_m
         capsys.readouterr().err
     )
     run_command(PROG, compare_main, argv)
-    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["arguments"]["speaker_id"] == 0
+    compared = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    names = [entry["name"] for entry in mapping["speakers"]]
+    assert [sentence["speaker"] for sentence in compared["sentences"]] == names  # the one text, read as each
+    assert list(compared["summary"]["speakers"]) == names
+    run_command(PROG, compare_main, [*argv, "--speaker_id", "2", "--output_dir", str(tmp_path / "cmp2")])
+    compared = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
+    assert [sentence["speaker"] for sentence in compared["sentences"]] == [names[2]]
 
     # a second round on the same speakers goes on from the saved map
     _run(tmp_path, tmp_path / "again", "--model_name_or_path", str(output), "--speakers", "all")

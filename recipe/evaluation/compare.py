@@ -7,7 +7,10 @@ Per model and sentence: the WAV, amplitude and silence figures, generation time 
 `--references` (a dataset source as `--dataset_name` takes it, whose clips give the texts and recordings): MCD-DTW
 and duration ratio against the recording; with `--asr_model`: CER and WER of a speech recognizer's transcription
 against the sentence as written (lowercased and without punctuation for scoring, but never romanized: a recognizer
-answers in the sentence's own script). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
+answers in the sentence's own script); with `--references` and the `similarity` extra: speaker similarity
+(`recipe.evaluation.compare_similarity`). A multi-speaker model is compared per speaker, each reading its own
+recordings' sentences (`recipe.evaluation.speaker_plan`), with a verdict per speaker: closer to its own recordings
+than to any other trained speaker's (`recipe.evaluation.verdicts`). Writes `comparison.json`, `original/*.wav`, `finetuned/*.wav`
 (`reference/*.wav`), `plots/*.png` and `report.html` into `--output_dir`, prints the verdict lines, and exits with
 status 1 when a verdict fails, so that a pipeline can gate on it; with status 2 and one line
 `python -m recipe.compare: error: MESSAGE` for bad input (`recipe.errors.run_command`).
@@ -37,14 +40,33 @@ from transformers import HfArgumentParser
 from recipe.audio import SpectrogramConfig, resample
 from recipe.errors import ArgumentsError, InputError, MissingInputError, RaisesArgumentsError, help_epilog
 from recipe.evaluation.asr import error_rates, load_asr, transcribe
-from recipe.evaluation.metrics import amplitude_stats, amplitude_status, duration_ratio, mel_cepstral_distortion
+from recipe.evaluation.compare_similarity import (
+    SIMILARITY_MODES,
+    SimilarityScoring,
+    format_similarity,
+    recording_columns,
+    similarity_embedder,
+)
+from recipe.evaluation.metrics import amplitude_stats, duration_ratio, mel_cepstral_distortion
 from recipe.evaluation.references import Sentence, format_account, load_references
 from recipe.evaluation.report import plot_sentence, write_html_report
+from recipe.evaluation.speaker_plan import (
+    SINGLE_SPEAKER,
+    Reader,
+    compared_speakers,
+    model_speaker_names,
+    readers_of,
+    short_name,
+)
+from recipe.evaluation.speaker_similarity import missing_message
+from recipe.evaluation.verdicts import verdicts
 from recipe.voices.synthesis import synthesize
 
 logger = logging.getLogger(__name__)
 
 PROG = "python -m recipe.compare"
+# The figures printed per speaker of a multi-speaker model: level, silence, distance to the recording, CER, likeness
+SPEAKER_KEYS = ("rms", "silence_ratio", "mcd", "cer", "similarity")
 
 
 @dataclass
@@ -91,7 +113,26 @@ class CompareArguments:
         default=50, metadata={"help": "Compare at most this many sentences (the first ones); empty for all."}
     )
     speaker_id: int | None = field(
-        default=None, metadata={"help": "Speaker index for multi-speaker models (ignored by single-speaker ones)."}
+        default=None,
+        metadata={
+            "help": "Compare this speaker of a multi-speaker model alone (default: every speaker, each reading its "
+            "own recordings' sentences; ignored by single-speaker models)."
+        },
+    )
+    speaker_similarity: str = field(
+        default="auto",
+        metadata={
+            "help": "Speaker similarity of the synthesis to the recordings of --references (Resemblyzer's speaker "
+            "encoder, the `similarity` extra): auto (when the extra is installed; one line says so when not), on "
+            "(stop when it is missing) or off."
+        },
+    )
+    similarity_margin: float = field(
+        default=0.05,
+        metadata={
+            "help": "Verdict of a single-speaker model: the fine-tuned speaker similarity may be this much below "
+            "the original's."
+        },
     )
     amplitude_tolerance: float = field(
         default=0.3,
@@ -116,6 +157,11 @@ class CompareArguments:
             raise ValueError(
                 "Need --amplitude_tolerance >= 0, 0 <= --max_silence_ratio <= 1 and --cer_margin >= 0, got "
                 f"{self.amplitude_tolerance}, {self.max_silence_ratio} and {self.cer_margin}"
+            )
+        if self.speaker_similarity not in SIMILARITY_MODES or self.similarity_margin < 0:
+            raise ValueError(
+                f"Need --speaker_similarity in {', '.join(SIMILARITY_MODES)} and --similarity_margin >= 0, got "
+                f"{self.speaker_similarity!r} and {self.similarity_margin}"
             )
 
 
@@ -146,37 +192,6 @@ def load_tts(name_or_path: str, device: torch.device, role: str):
             f"--{role} {name_or_path!r}: could not load a VitsModel and its tokenizer from it: {error}"
         ) from error
     return model.to(device).eval(), tokenizer
-
-
-def chosen_speaker(args: CompareArguments, models: dict) -> int | None:
-    """The speaker the multi-speaker models read with: `--speaker_id`, else 0 (said, with its name from the model's
-    `speakers.json`); a single-speaker model ignores it.
-
-    Raises:
-        `ArgumentsError`: `--speaker_id` outside a multi-speaker model's speakers (naming them).
-    """
-    from recipe.voices.speaker_map import read_speaker_map, speaker_names
-
-    for label, model in models.items():
-        num_speakers = int(getattr(model.config, "num_speakers", 1))
-        if num_speakers <= 1:
-            continue
-        folder = args.original if label == "original" else args.finetuned
-        mapping = read_speaker_map(folder if os.path.isdir(folder) else None)
-        names = speaker_names(mapping) if mapping else [str(index) for index in range(num_speakers)]
-        if args.speaker_id is not None and not 0 <= args.speaker_id < num_speakers:
-            listed = ", ".join(f"{index} ({name})" for index, name in enumerate(names[:5]))
-            raise ArgumentsError(
-                f"--speaker_id {args.speaker_id}: --{label} {folder} has speakers 0..{num_speakers - 1} "
-                f"({listed}{', ...' if num_speakers > 5 else ''})"
-            )
-        if args.speaker_id is None:
-            logger.warning(
-                "--%s %s has %d speakers: comparing speaker 0 (%s); --speaker_id picks another",
-                label, folder, num_speakers, names[0],
-            )  # fmt: skip
-            return 0
-    return args.speaker_id
 
 
 def read_texts(path: str) -> list[str]:
@@ -235,60 +250,48 @@ def summarize(sentences: list[dict], labels: list[str]) -> dict:
     return {"num_sentences": len(sentences), "means": means, "deltas": deltas}
 
 
-def _verdict(name: str, passed: bool | None, message: str) -> dict:
-    return {"name": name, "status": "SKIP" if passed is None else "PASS" if passed else "FAIL", "message": message}
+def _speaker_rows(records: list[dict], labels: list[str], readers: list[Reader]) -> dict:
+    """Per compared speaker of a multi-speaker model, the summary of the clips read as it."""
+    if [reader.name for reader in readers] == [SINGLE_SPEAKER]:
+        return {}
+    rows = {}
+    for reader in readers:
+        mine = [record for record in records if record["speaker"] == reader.name]
+        if mine:
+            rows[reader.name] = summarize(mine, [label for label in labels if any(label in r for r in mine)])
+    return rows
 
 
-def verdicts(sentences: list[dict], summary: dict, args: CompareArguments) -> list[dict]:
-    """The gate: amplitude kept, no clip mostly silent, intelligibility not worse than the original's by a margin."""
-    means = summary["means"]
-    results = []
-
-    baseline = "original" if "original" in means else "reference" if "reference" in means else None
-    if baseline is None:
-        results.append(_verdict("amplitude", None, "no original model and no recordings to compare the RMS with"))
-    else:
-        rms, reference_rms = means["finetuned"]["rms"], means[baseline]["rms"]
-        if reference_rms <= 0:
-            results.append(_verdict("amplitude", False, f"the {baseline} mean RMS is 0: nothing to compare with"))
-        else:
-            status = amplitude_status(rms, reference_rms, args.amplitude_tolerance, args.amplitude_tolerance)
-            change = rms / reference_rms - 1
-            results.append(
-                _verdict(
-                    "amplitude",
-                    status == "OK",
-                    f"fine-tuned mean RMS {rms:.4f} vs {baseline} {reference_rms:.4f} ({change:+.0%}; allowed "
-                    f"±{args.amplitude_tolerance:.0%})",
-                )
-            )
-
-    silent = [s["index"] for s in sentences if s["finetuned"]["silence_ratio"] > args.max_silence_ratio]
-    results.append(
-        _verdict(
-            "silence",
-            not silent,
-            f"fine-tuned clips with more than {args.max_silence_ratio:.0%} silent frames: "
-            + (", ".join(map(str, silent)) if silent else "none"),
-        )
-    )
-
-    if "cer" not in means["finetuned"]:
-        results.append(_verdict("intelligibility", None, "no --asr_model: CER not measured"))
-    elif "original" not in means:
-        results.append(
-            _verdict("intelligibility", None, f"fine-tuned mean CER {means['finetuned']['cer']:.3f}; no original")
-        )
-    else:
-        cer, original_cer = means["finetuned"]["cer"], means["original"]["cer"]
-        results.append(
-            _verdict(
-                "intelligibility",
-                cer <= original_cer + args.cer_margin,
-                f"fine-tuned mean CER {cer:.3f} vs original {original_cer:.3f} (allowed +{args.cer_margin:.3f})",
-            )
-        )
-    return results
+def _measure(args, index, sentence, reader, models, configs, asr, scoring, reference_rate) -> tuple[dict, dict]:
+    """One record: `sentence` synthesized as `reader` by each model that has that speaker, measured and written;
+    and the clips to plot."""
+    record = {"index": index, "text": sentence.text, "scoring_text": sentence.scoring_text}
+    if reader.name != SINGLE_SPEAKER:
+        record["speaker"] = reader.name
+    clips = {}
+    if sentence.reference is not None:
+        record["reference"] = amplitude_stats(sentence.reference, reference_rate)
+        record["reference"]["wav"] = f"reference/{index:03d}.wav"
+        if sentence.speaker is not None:
+            record["reference"]["speaker"] = sentence.speaker
+        write_wav(os.path.join(args.output_dir, record["reference"]["wav"]), sentence.reference, reference_rate)
+        clips["reference"] = (sentence.reference, configs["finetuned"])
+    for label, (model, tokenizer) in models.items():
+        if label not in reader.ids:
+            continue  # the original has no such speaker
+        rate = configs[label].sampling_rate
+        waveform, seconds = synthesize(model, tokenizer, sentence.text, seed=args.seed, speaker_id=reader.ids[label])
+        metrics = clip_metrics(waveform, seconds, configs[label], sentence.reference, reference_rate)
+        if asr is not None:
+            metrics["transcription"] = transcribe(asr, waveform, rate)
+            metrics.update(error_rates(sentence.scoring_text, metrics["transcription"]))
+        if scoring is not None and (figure := scoring.add(label, reader.name, waveform, rate)) is not None:
+            metrics["similarity"] = figure
+        metrics["wav"] = f"{label}/{index:03d}.wav"
+        write_wav(os.path.join(args.output_dir, metrics["wav"]), waveform, rate)
+        record[label] = metrics
+        clips[label] = (waveform, configs[label])
+    return record, clips
 
 
 def run_comparison(args: CompareArguments) -> dict:
@@ -296,64 +299,70 @@ def run_comparison(args: CompareArguments) -> dict:
     device = resolve_device(args.device)
     os.makedirs(args.output_dir, exist_ok=True)
 
-    # 1. models
+    # 1. models, and the speakers compared (`recipe.evaluation.speaker_plan`)
     models = {}
     if args.original is not None:
         models["original"] = load_tts(args.original, device, "original")
     models["finetuned"] = load_tts(args.finetuned, device, "finetuned")
     finetuned_model, finetuned_tokenizer = models["finetuned"]
-    args.speaker_id = chosen_speaker(args, {label: model for label, (model, _) in models.items()})
+    folders = {"original": args.original, "finetuned": args.finetuned}
+    readers = compared_speakers(args, {label: model for label, (model, _) in models.items()}, folders)
+    model_speakers = model_speaker_names(finetuned_model, args.finetuned)
     configs = {label: SpectrogramConfig.from_model_config(model.config) for label, (model, _) in models.items()}
     reference_rate = configs["finetuned"].sampling_rate
 
     # 2. sentences, with recordings when --references gives them and --texts does not replace them
     asr = load_asr(args.asr_model, device) if args.asr_model else None  # fail before the long part
+    # without recordings there is no voice to compare with: the encoder is loaded only for them (or to check `on`)
+    wants_encoder = args.references is not None or args.speaker_similarity == "on"
+    embed = similarity_embedder(args.speaker_similarity) if wants_encoder else None
     references, account = [], None
     if args.references:
-        references, account = load_references(args, finetuned_tokenizer, finetuned_model.config)
+        speakers = tuple(model_speakers) if model_speakers else None
+        references, account = load_references(args, finetuned_tokenizer, finetuned_model.config, speakers)
     if args.texts is not None:
         from recipe.text import normalize_text
 
         # the model reads the normalized text; CER scores against the line as written (its own script, not uroman's);
-        # the recordings only set the amplitude baseline
+        # the recordings only set the amplitude baseline and the speakers' voices
         sentences = [
             Sentence(text=normalize_text(text, finetuned_tokenizer), raw_text=text) for text in read_texts(args.texts)
         ]
         sentences = sentences[: args.max_samples]
     else:
         sentences = references
+    columns = recording_columns(references, model_speakers) if embed is not None else {}
+    scoring = SimilarityScoring(embed, columns, reference_rate) if columns else None
 
     # 3. synthesize and measure
     for folder in ["plots", *models] + (["reference"] if any(s.reference is not None for s in sentences) else []):
         os.makedirs(os.path.join(args.output_dir, folder), exist_ok=True)
     records = []
-    for index, sentence in enumerate(sentences):
-        record = {"index": index, "text": sentence.text, "scoring_text": sentence.scoring_text}
-        clips = {}
-        if sentence.reference is not None:
-            record["reference"] = amplitude_stats(sentence.reference, reference_rate)
-            record["reference"]["wav"] = f"reference/{index:03d}.wav"
-            write_wav(os.path.join(args.output_dir, record["reference"]["wav"]), sentence.reference, reference_rate)
-            clips["reference"] = (sentence.reference, configs["finetuned"])
-        for label, (model, tokenizer) in models.items():
-            waveform, seconds = synthesize(model, tokenizer, sentence.text, seed=args.seed, speaker_id=args.speaker_id)
-            metrics = clip_metrics(waveform, seconds, configs[label], sentence.reference, reference_rate)
-            if asr is not None:
-                metrics["transcription"] = transcribe(asr, waveform, configs[label].sampling_rate)
-                metrics.update(error_rates(sentence.scoring_text, metrics["transcription"]))
-            metrics["wav"] = f"{label}/{index:03d}.wav"
-            write_wav(os.path.join(args.output_dir, metrics["wav"]), waveform, configs[label].sampling_rate)
-            record[label] = metrics
-            clips[label] = (waveform, configs[label])
-        record["plot"] = f"plots/{index:03d}.png"
-        plot_sentence(os.path.join(args.output_dir, record["plot"]), f"{index}. {sentence.text}", clips)
-        records.append(record)
+    for sentence in sentences:
+        for reader in readers_of(sentence.speaker, readers):
+            index = len(records)
+            record, clips = _measure(args, index, sentence, reader, models, configs, asr, scoring, reference_rate)
+            record["plot"] = f"plots/{index:03d}.png"
+            title = f"{index}. {sentence.text}" + (
+                f" ({short_name(record['speaker'])})" if "speaker" in record else ""
+            )
+            plot_sentence(os.path.join(args.output_dir, record["plot"]), title, clips)
+            records.append(record)
     # --texts with --references: no recording of these sentences, but the recordings still give a loudness baseline
     summary = summarize(records, list(models))
     if "reference" not in summary["means"] and references:
         summary["means"]["reference"] = {
             "rms": float(np.mean([amplitude_stats(r.reference, reference_rate)["rms"] for r in references]))
         }
+    if speaker_rows := _speaker_rows(records, list(models), readers):
+        summary["speakers"] = speaker_rows
+    similarity = scoring.result() if scoring is not None else None
+    note = (
+        "--speaker_similarity off" if args.speaker_similarity == "off"
+        else "no --references: no recordings to compare the voices with" if not args.references
+        else missing_message() if embed is None
+        else "no recordings of a trained speaker in --references to compare the voices with"
+    )  # fmt: skip
 
     # 4. verdicts and outputs
     comparison = {
@@ -371,7 +380,8 @@ def run_comparison(args: CompareArguments) -> dict:
         **({"references": account} if account is not None else {}),
         "sentences": records,
         "summary": summary,
-        "verdicts": verdicts(records, summary, args),
+        **({"similarity": similarity} if similarity is not None else {}),
+        "verdicts": verdicts(records, summary, args, similarity, note),
     }
     comparison["passed"] = all(v["status"] != "FAIL" for v in comparison["verdicts"])
     with open(os.path.join(args.output_dir, "comparison.json"), "w", encoding="utf-8") as handle:
@@ -394,6 +404,7 @@ def format_summary(comparison: dict) -> str:
         "duration_ratio",
         "cer",
         "wer",
+        "similarity",
     ]
     lines = [f"{summary['num_sentences']} sentences"]
     if "references" in comparison:
@@ -404,6 +415,12 @@ def format_summary(comparison: dict) -> str:
     if summary["deltas"]:
         shown = ", ".join(f"{key} {summary['deltas'][key]:+.4g}" for key in keys if key in summary["deltas"])
         lines.append(f"{'delta':>10}: {shown}")
+    for speaker, rows in summary.get("speakers", {}).items():
+        # per speaker, the figures a voice is judged by
+        for label, means in rows["means"].items():
+            shown = ", ".join(f"{key} {means[key]:.4g}" for key in SPEAKER_KEYS if key in means)
+            lines.append(f"{short_name(speaker):>15} {label:>9}: {shown}")
+    lines += format_similarity(comparison.get("similarity"))
     lines += [f"{v['status']} {v['name']}: {v['message']}" for v in comparison["verdicts"]]
     return "\n".join(lines)
 

@@ -11,6 +11,11 @@ Which clips (`--references_split`):
 - `all`: every clip of the source (of every split, each clip once);
 - a split name of the source: that split whole.
 
+For a multi-speaker model (`model_speakers`, the names of its `speakers.json`), the clips are those of its speakers
+(the others are counted in the account as `other_speakers`), and each `Sentence` carries its recording's speaker;
+`eval` then holds out per speaker, as a `--speakers` training run does, so that the clips are the ones each speaker
+was evaluated on. A source without any of the model's speakers is used whole, with a warning.
+
 The default is the source's own eval split when it declares one (dev / validation: recordings training never saw),
 else `all`. A folder without a declared eval split that is given as references is a folder of held-out recordings,
 meant to be used whole: taking the 5 % training would hold out of it compared one sentence of six. To compare on
@@ -54,11 +59,13 @@ class Sentence:
 
     `text` is what the model reads (normalized; romanized for an `is_uroman` tokenizer), `raw_text` the sentence as
     written, in its own script: the CER / WER reference, since a speech recognizer answers in that script.
+    `speaker` is the speaker id (in the data) of the recording, when the source has a speaker column.
     """
 
     text: str
     reference: np.ndarray | None = None
     raw_text: str | None = None
+    speaker: str | None = None
 
     @property
     def scoring_text(self) -> str:
@@ -107,6 +114,23 @@ def _data_arguments(args):
     )
 
 
+def trained_speakers_present(source: Source, model_speakers: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The speakers of a multi-speaker model (`model_speakers`, in id order) that have clips in `source`; `None`
+    when there is no model speaker to look for, no speaker column, or none of them in the source (said)."""
+    if not model_speakers or source.speaker_column is None:
+        return None
+    in_source = {str(speaker) for split in source.splits.values() for speaker in split[source.speaker_column]}
+    present = tuple(name for name in model_speakers if name in in_source)
+    if not present:
+        logger.warning(
+            "None of the model's %d speakers (its speakers.json) has a clip in the references: every clip is used, "
+            "and no speaker has recordings of its own to be compared with",
+            len(model_speakers),
+        )
+        return None
+    return present
+
+
 def _skipped(split_report: dict) -> tuple[list[dict], dict[str, int]]:
     """The skipped clips the data report names (up to 10 per reason), and the count of every reason."""
     counts = {
@@ -146,15 +170,19 @@ def _check(report: dict, references: str, description: str, max_bad_fraction: fl
         )
 
 
-def load_references(args, tokenizer, model_config) -> tuple[list[Sentence], dict]:
+def load_references(
+    args, tokenizer, model_config, model_speakers: tuple[str, ...] | None = None
+) -> tuple[list[Sentence], dict]:
     """The clips of `--references_split` of `--references` (module docstring), prepared as in training: normalized
-    text and audio at the model's rate, at most `--max_samples`; and the account of them.
+    text and audio at the model's rate, at most `--max_samples`; and the account of them. With `model_speakers`
+    (a multi-speaker model's speaker names in id order), the clips of those speakers alone.
 
     Returns:
         `tuple(list[Sentence], dict)`: the sentences, and the account that `comparison.json` holds as `references`:
         `source`, `split` (`eval`, `all` or a split name), `description`, `clips` (in that split), `used`,
         `not_reached` (clips after the first `--max_samples`), `skipped` (each named clip's `file` and `reason`),
-        `skipped_count` (per reason) and `data_report` (the full report of the screening).
+        `skipped_count` (per reason), `data_report` (the full report of the screening) and, with `model_speakers`,
+        `speakers` (the model's speakers that have clips) and `other_speakers` (clips of other speakers, left out).
 
     Raises:
         `ArgumentsError`: a split the source does not have. `DataError`: the source cannot be read, or no clip of it
@@ -166,6 +194,10 @@ def load_references(args, tokenizer, model_config) -> tuple[list[Sentence], dict
     data_args = _data_arguments(args)
     source = load_source_from_args(data_args)
     split, description = resolve_split(args.references_split, source, data_args)
+    speakers = trained_speakers_present(source, model_speakers)
+    if speakers is not None and split == EVAL and source.default_eval_split is None:
+        # the hold-out of a multi-speaker run is made per speaker (`recipe.data.splits`): the same clips here
+        data_args.speakers = "all"
     output_dir = os.path.join(args.output_dir, "references_data")
     check = functools.partial(
         _check,
@@ -184,12 +216,14 @@ def load_references(args, tokenizer, model_config) -> tuple[list[Sentence], dict
         whole_split=None if split == EVAL else split,
         source=source,
         check=check,
+        only_speakers=speakers,
     )
     features = datasets["eval"]
     split_report = report["eval"]
     listed, counts = _skipped(split_report)
+    other_speakers = split_report["dropped"]["speaker_filtered"]["count"]
     if split == EVAL:
-        clips = split_report["seen"] - split_report["dropped"]["speaker_filtered"]["count"]
+        clips, other_speakers = split_report["seen"] - other_speakers, 0
     else:
         clips = len(every_clip(source) if split == ALL else source.splits[split])
     account = {
@@ -198,18 +232,24 @@ def load_references(args, tokenizer, model_config) -> tuple[list[Sentence], dict
         "description": description,
         "clips": clips,
         "used": len(features),
-        "not_reached": clips - sum(counts.values()) - len(features),
+        "not_reached": clips - other_speakers - sum(counts.values()) - len(features),
         "skipped": listed,
         "skipped_count": counts,
         "data_report": os.path.join("references_data", REPORT_NAME),
     }
+    if speakers is not None:
+        account.update(speakers=list(speakers), other_speakers=other_speakers)
     # ASR is scored against the sentence as written (`source_text`), not the model's text, which uroman may have
     # romanized
+    names = features.features["speaker_id"].names if source.speaker_column is not None else None
     sentences = [
         Sentence(
-            text=row["text"], raw_text=row["source_text"], reference=np.asarray(row["waveform"], dtype=np.float32)
+            text=row["text"],
+            raw_text=row["source_text"],
+            reference=np.asarray(row["waveform"], dtype=np.float32),
+            speaker=names[row["speaker_id"]] if names is not None else None,
         )
-        for row in features.select_columns(["text", "source_text", "waveform"])
+        for row in features.select_columns(["text", "source_text", "waveform", "speaker_id"])
     ]
     return sentences, account
 
@@ -220,6 +260,8 @@ def format_account(account: dict) -> str:
     extra = []
     if account["not_reached"]:
         extra.append(f"{account['not_reached']} after the first --max_samples")
+    if account.get("other_speakers"):
+        extra.append(f"{account['other_speakers']} by speakers the model does not have")
     if account["skipped_count"]:
         counts = ", ".join(f"{count} {reason}" for reason, count in account["skipped_count"].items())
         extra.append(f"skipped: {counts}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
+from recipe.evaluation.speaker_plan import short_name
 
 # Metrics shown in the per-sentence tables, in this order, with their display names.
 SENTENCE_METRICS = {
@@ -33,6 +34,15 @@ SENTENCE_METRICS = {
     "duration_ratio": "duration ratio",
     "cer": "CER",
     "wer": "WER",
+    "similarity": "speaker similarity",
+}
+# The per-speaker table of a multi-speaker model: the figures a voice is judged by
+SPEAKER_METRICS = {
+    "rms": "RMS",
+    "silence_ratio": "silence ratio",
+    "mcd": "MCD",
+    "cer": "CER",
+    "similarity": "similarity",
 }
 
 
@@ -115,6 +125,54 @@ def _references_section(account: dict | None) -> list[str]:
     return parts
 
 
+def _speakers_section(summary: dict, models: list[str]) -> list[str]:
+    """A multi-speaker model's figures per compared speaker: a row per speaker, a column per model and metric."""
+    rows = summary.get("speakers")
+    if not rows:
+        return []
+    shown = [
+        (label, key)
+        for key in SPEAKER_METRICS
+        for label in models
+        if any(key in row["means"].get(label, {}) for row in rows.values())
+    ]
+    parts = ["<h2>Per speaker (mean over its sentences)</h2><table><tr><th>speaker</th><th>sentences</th>"]
+    parts += [f"<th>{html.escape(SPEAKER_METRICS[key])} ({html.escape(label)})</th>" for label, key in shown]
+    parts.append("</tr>")
+    for speaker, row in rows.items():
+        parts.append(f"<tr><th>{html.escape(short_name(speaker))}</th><td>{row['num_sentences']}</td>")
+        parts += [f"<td>{_format(row['means'].get(label, {}).get(key))}</td>" for label, key in shown]
+        parts.append("</tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _similarity_section(similarity: dict | None) -> list[str]:
+    """The speaker-similarity matrices: per model, a row per speaker read as, a column per speaker's recordings."""
+    if not similarity:
+        return []
+    columns = list(similarity["recordings"])
+    parts = [
+        "<h2>Speaker similarity</h2>",
+        f"<p>{html.escape(similarity['encoder'])}: {html.escape(similarity['figure'])}. Higher is closer; a "
+        "speaker's synthesis should be closest to its own recordings (the diagonal).</p>",
+    ]
+    for label, rows in similarity["matrix"].items():
+        parts.append(f"<table><tr><th>{html.escape(label)}: rows synthesized as, columns recordings of</th>")
+        parts += [
+            f"<th>{html.escape(short_name(column))} ({similarity['recordings'][column]})</th>" for column in columns
+        ]
+        parts.append("</tr>")
+        for row, cells in rows.items():
+            parts.append(f"<tr><th>{html.escape(short_name(row))}</th>")
+            for column in columns:
+                mark = " style='font-weight:bold'" if column == row else ""
+                parts.append(f"<td{mark}>{_format(cells[column])}</td>")
+            parts.append("</tr>")
+        parts.append("</table>")
+    return parts
+
+
 def write_html_report(path: str, comparison: dict) -> None:
     """Render `comparison` (the content of `comparison.json`) as a self-contained page next to the WAVs and PNGs.
 
@@ -156,9 +214,13 @@ def write_html_report(path: str, comparison: dict) -> None:
         if summary.get("deltas"):
             parts.append(f"<td>{_format(summary['deltas'].get(key))}</td>")
         parts.append("</tr>")
-    parts.append("</table><h2>Sentences</h2>")
+    parts.append("</table>")
+    parts += _speakers_section(summary, models)
+    parts += _similarity_section(comparison.get("similarity"))
+    parts.append("<h2>Sentences</h2>")
     for sentence in comparison["sentences"]:
-        parts.append(f"<h3>{sentence['index']}. {html.escape(sentence['text'])}</h3>")
+        speaker = f" (as {html.escape(short_name(sentence['speaker']))})" if "speaker" in sentence else ""
+        parts.append(f"<h3>{sentence['index']}. {html.escape(sentence['text'])}{speaker}</h3>")
         labels = [label for label in ("reference", *models) if label in sentence]
         parts.append("<table><tr><th></th>" + "".join(f"<th>{html.escape(label)}</th>" for label in labels) + "</tr>")
         parts.append("<tr><th>audio</th>")
