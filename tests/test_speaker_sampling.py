@@ -17,8 +17,7 @@ import pytest
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from conftest import REPO_ROOT, make_tiny_config
 from torch.utils.data import DataLoader, RandomSampler
-from trainer_helpers import RecordingCollator, speaker_features, tiny_trainer
-from transformers import TrainerCallback
+from trainer_helpers import RecordingCollator, StopAtStep, speaker_features, tiny_trainer
 
 from recipe.audio import SpectrogramConfig
 from recipe.training.arguments import VitsTrainingArguments
@@ -231,22 +230,13 @@ def test_the_batches_speaker_mix_follows_the_flag(tmp_path):
     assert 0.35 < share < 0.65, f"the small speaker's share of the draws, balanced: {share}"
 
 
-class _StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
 def test_a_resumed_run_trains_on_the_batches_the_straight_run_did(tmp_path):
     config = make_tiny_config(num_speakers=2, speaker_embedding_size=4)
     features = speaker_features(config, {0: 20, 1: 4})
     common = dict(speaker_sampling="temperature:2", save_strategy="steps", save_steps=8)
     _, straight = _train(tmp_path, "straight", config, features, **common)
     # step 8 is the second step of the second epoch (6 steps an epoch)
-    _train(tmp_path, "stopped", config, features, callbacks=[_StopAt(8)], **common)
+    _train(tmp_path, "stopped", config, features, callbacks=[StopAtStep(8)], **common)
     collator = RecordingCollator(SpectrogramConfig.from_model_config(config))
     resumed = tiny_trainer(
         config, str(tmp_path / "stopped"), discriminator=False, features=features, data_collator=collator,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import DEMO_DIR, make_tiny_config
 from safetensors.torch import load_file
-from trainer_helpers import tiny_trainer
+from trainer_helpers import StopAtStep, tiny_trainer
 from transformers import TrainerCallback, VitsModel, VitsTokenizer, get_scheduler, pipeline
 
 from recipe.model.losses import discriminate, discriminator_objective, frozen, generator_objective
@@ -238,22 +238,13 @@ def test_one_discriminator_pass_gives_the_gradients_of_two(tmp_path, monkeypatch
         )
 
 
-class _StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
 def test_stop_and_resume_equals_straight_through(tmp_path):
     config = make_tiny_config()
     common = dict(max_steps=4, save_strategy="steps", save_steps=2, logging_steps=1)
     straight = tiny_trainer(config, str(tmp_path / "straight"), **common)
     straight.train()
 
-    stopped = tiny_trainer(config, str(tmp_path / "stopped"), callbacks=[_StopAt(2)], **common)
+    stopped = tiny_trainer(config, str(tmp_path / "stopped"), callbacks=[StopAtStep(2)], **common)
     stopped.train()
     assert stopped.state.global_step == 2
     # a fresh process would start from other weights: the checkpoint must restore everything

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import torch
-from transformers import VitsModel, set_seed
+from transformers import TrainerCallback, VitsModel, set_seed
 
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.data.collator import VitsDataCollator
@@ -107,3 +107,14 @@ def tiny_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+class StopAtStep(TrainerCallback):
+    """Stops training after step `step`, as an interrupted run would (its checkpoints saved as usual)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
