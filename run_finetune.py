@@ -37,6 +37,8 @@ from recipe.model.training_forward import VitsForTraining
 from recipe.training.amplitude_monitor import AmplitudeMonitorCallback
 from recipe.training.amplitude_probe import reference_rms_from_dataset
 from recipe.training.callbacks import AudioSamplesCallback, TrainingLogLineCallback, configure_progress_bars
+from recipe.training.listening_callback import ListeningCallback
+from recipe.training.listening_setup import build_listening, monitor_sentences
 from recipe.training.parser import RecipeArgumentParser
 from recipe.training.precision import cpu_bf16_hint
 from recipe.training.run_lock import holding_output_dir
@@ -54,9 +56,6 @@ from recipe.voices.lineage import append_round, read_lineage, round_entry, write
 from recipe.voices.speaker_map import model_speaker_order, read_speaker_map, write_speaker_map
 
 logger = logging.getLogger("run_finetune")
-
-# Sentences the amplitude monitor and the TensorBoard samples synthesize when none are given: eval texts
-_NUM_MONITOR_TEXTS = 3
 
 
 def parse_arguments(argv: list[str] | None = None):
@@ -113,18 +112,21 @@ def build_callbacks(training_args, tokenizer, eval_dataset, sampling_rate: int) 
             "--eval_strategy steps --eval_steps N) to watch for a fading voice."
         )
         return callbacks
-    texts = training_args.amplitude_monitor_texts or list(eval_dataset["text"][:_NUM_MONITOR_TEXTS])
-    callbacks.append(
-        AmplitudeMonitorCallback(
-            tokenizer,
-            texts,
-            reference_rms=reference_rms_from_dataset(eval_dataset, sampling_rate),
-            warning_ratio=training_args.amplitude_warning_ratio,
-            critical_ratio=training_args.amplitude_critical_ratio,
-            patience=training_args.amplitude_patience,
-            sampling_rate=sampling_rate,
-        )
+    texts, scoring_texts = monitor_sentences(training_args, tokenizer, eval_dataset)
+    monitor = AmplitudeMonitorCallback(
+        tokenizer,
+        texts,
+        reference_rms=reference_rms_from_dataset(eval_dataset, sampling_rate),
+        warning_ratio=training_args.amplitude_warning_ratio,
+        critical_ratio=training_args.amplitude_critical_ratio,
+        patience=training_args.amplitude_patience,
+        sampling_rate=sampling_rate,
     )
+    callbacks.append(monitor)
+    # scores the monitor's synthesis, so it comes after it
+    scorer = build_listening(training_args, eval_dataset, scoring_texts, sampling_rate)
+    if scorer is not None:
+        callbacks.append(ListeningCallback(scorer, monitor, sampling_rate))
     if "tensorboard" in training_args.report_to:
         callbacks.append(AudioSamplesCallback(tokenizer, texts, sampling_rate=sampling_rate))
     return callbacks

@@ -85,6 +85,8 @@ class AmplitudeMonitorCallback(CheckpointAwareCallback):
         self.training_ended = False
         # the step whose checkpoint `save_to_checkpoint` wrote (VitsTrainer, before the folder's rename)
         self._saved_step: int | None = None
+        # the last evaluation's synthesized sentences (main process), which `ListeningCallback` scores
+        self.last_waveforms: list | None = None
 
     @property
     def critical_streak(self) -> int:
@@ -143,6 +145,8 @@ class AmplitudeMonitorCallback(CheckpointAwareCallback):
         if model is None:
             raise ValueError("AmplitudeMonitorCallback needs the model passed to on_evaluate (a VitsForTraining)")
         result = self.probe.measure(model.vits) if state.is_world_process_zero else None
+        # the sentences as synthesized, for the listening metrics (None on the other ranks); kept out of the history
+        self.last_waveforms = result.pop("waveforms") if result is not None else None
         result = self._shared_verdict(args, result)
         reference_rms = self.probe.reference_rms
         ratio = result["rms"] / reference_rms
@@ -167,7 +171,7 @@ class AmplitudeMonitorCallback(CheckpointAwareCallback):
         }
         if metrics is not None:
             metrics.update(figures)
-        self._add_to_log_history(state, figures)
+        self.add_to_log_history(state, figures)
 
         line = (
             f"Amplitude monitor at step {state.global_step}: {entry['status']} - synthesized RMS {entry['rms']:.4f} "
@@ -244,7 +248,7 @@ class AmplitudeMonitorCallback(CheckpointAwareCallback):
         self.run_history.save(folder, settings)
 
     @staticmethod
-    def _add_to_log_history(state, figures: dict):
+    def add_to_log_history(state, figures: dict):
         # The Trainer logged the eval metrics just before `on_evaluate`: add the figures to that entry.
         last = state.log_history[-1] if state.log_history else None
         if last is not None and last.get("step") == state.global_step and any(k.startswith("eval_") for k in last):

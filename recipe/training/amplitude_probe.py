@@ -130,13 +130,15 @@ class AmplitudeProbe:
 
         Returns:
             `dict`: `status` ("OK", "WARNING" or "CRITICAL"), `rms` (mean over the sentences), `peak` (their
-            largest) and `sentences` (per sentence: `text`, `rms`, `peak`, `duration_s`, `silence_ratio`).
+            largest), `sentences` (per sentence: `text`, `rms`, `peak`, `duration_s`, `silence_ratio`) and
+            `waveforms` (the synthesized sentences, for the listening metrics to score without a second synthesis).
         """
         sentences = []
-        for text, waveform in zip(self.texts, synthesize_texts(vits, self.tokenizer, self.texts, self.seed)):
+        waveforms = synthesize_texts(vits, self.tokenizer, self.texts, self.seed)
+        for text, waveform in zip(self.texts, waveforms):
             stats = amplitude_stats(waveform, self.sampling_rate)
             sentences.append({"text": text, **{k: stats[k] for k in ("rms", "peak", "duration_s", "silence_ratio")}})
         rms = float(np.mean([s["rms"] for s in sentences]))
         peak = float(max(s["peak"] for s in sentences))
         status = amplitude_status(rms, self.reference_rms, self.warning_ratio, self.critical_ratio)
-        return {"status": status, "rms": rms, "peak": peak, "sentences": sentences}
+        return {"status": status, "rms": rms, "peak": peak, "sentences": sentences, "waveforms": waveforms}

@@ -19,6 +19,7 @@ from recipe.data.sources import AUTO, DATASET_FORMAT_HELP, DATASET_FORMATS, chec
 from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
+from recipe.training.listening_arguments import ListeningArguments
 from recipe.training.precision import requested_precision, resolved_precision
 from recipe.training.sampling_arguments import SpeakerSamplingArguments
 from recipe.training.screening_arguments import ScreeningArguments
@@ -249,7 +250,7 @@ class DataArguments(ScreeningArguments):
 
 
 @dataclass
-class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
+class VitsTrainingArguments(SpeakerSamplingArguments, ListeningArguments, TrainingArguments):
     """`TrainingArguments` with VITS objectives and fine-tuning defaults.
 
     Defaults changed from `TrainingArguments`, each for fine-tuning a pretrained VITS:
@@ -265,7 +266,9 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
         - `logging_nan_inf_filter` False: a NaN or infinite loss shows in the logs (with a warning) instead of being
           replaced by the window's average, and the check no longer synchronizes with the device at every step.
         - `metric_for_best_model` "eval_mel", `greater_is_better` False: the held-out mel reconstruction is the loss
-          that tracks what a listener hears; the adversarial terms oscillate by design.
+          that tracks what a listener hears; the adversarial terms oscillate by design. A listening metric
+          (`recipe.training.listening_arguments`: `eval_cer`, `eval_similarity`, `eval_quality`, `listener`) sets
+          `greater_is_better` its own way.
         - `precision` "auto" replaces `fp16` / `bf16`; setting `--fp16` or `--bf16` yourself is still honoured.
         - `disable_tqdm`: on unless stderr, where the bar is drawn, is a terminal: in a log file every redraw of a
           bar is noise, and the log lines say the progress there.
@@ -295,10 +298,18 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
         metadata={"help": "auto | fp32 | fp16 | bf16. auto: bf16 where the GPU has it, else fp16; fp32 on CPU."},
     )
     metric_for_best_model: str | None = field(
-        default="eval_mel", metadata={"help": "Metric that picks the best checkpoint (load_best_model_at_end)."}
+        default="eval_mel",
+        metadata={
+            "help": "Metric that picks the best checkpoint (load_best_model_at_end): a VITS loss (eval_mel), or a "
+            "listening metric: cer, similarity, quality, listener."
+        },
     )
     greater_is_better: bool | None = field(
-        default=False, metadata={"help": "Whether a larger metric_for_best_model is better; all VITS losses: no."}
+        default=None,
+        metadata={
+            "help": "Whether a larger metric_for_best_model is better. Default: no for the VITS losses and eval_cer, "
+            "yes for eval_similarity, eval_quality and listener."
+        },
     )
     disable_tqdm: bool | None = field(
         default=None,
@@ -386,11 +397,13 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
             self.use_cpu = True
         if self.disable_tqdm is None:
             self.disable_tqdm = not sys.stderr.isatty()
+        self.resolve_direction()
         super().__post_init__()
         self._check_segment_size()
         self.check_speaker_sampling()
         self._check_time_budget()
         self._check_amplitude_arguments()
+        self.check_listening_arguments()
         self._check_periods_under_time_budget()
 
     def _reject_torch_compile(self) -> None:

@@ -32,17 +32,22 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from recipe.audio import SpectrogramConfig, log_mel_spectrogram
 from recipe.training.amplitude_probe import synthesize_texts
 from recipe.training.checkpoint_hooks import CheckpointAwareCallback
+from recipe.training.listening import LISTENING_PREFIXES
 from recipe.voices.speaker_map import write_speaker_map
 
 logger = logging.getLogger(__name__)
+
+# Figures that callbacks add to the eval metrics after the Trainer has logged them (so this writer writes them)
+SCALAR_PREFIXES = ("eval_amplitude_", *LISTENING_PREFIXES)
 
 
 class AudioSamplesCallback(TrainerCallback):
     """Writes audio samples and mel images of a few sentences to TensorBoard at each evaluation.
 
     The writer is a `SummaryWriter` of its own in `log_dir` (TensorBoard shows it beside the `TensorBoardCallback`
-    run). When an `AmplitudeMonitorCallback` ran before it in the same evaluation, its `eval_amplitude_*` figures
-    are written as scalars too: the Trainer logs the eval metrics to TensorBoard before callbacks add to them.
+    run). When an `AmplitudeMonitorCallback` (and a `ListeningCallback`) ran before it in the same evaluation, their
+    `eval_amplitude_*` (and listening) figures are written as scalars too: the Trainer logs the eval metrics to
+    TensorBoard before callbacks add to them.
 
     Args:
         tokenizer (`VitsTokenizer`): the model's tokenizer.
@@ -112,7 +117,7 @@ class AudioSamplesCallback(TrainerCallback):
             figure.tight_layout()
             writer.add_figure(f"mel/{index}", figure, step, close=True)
         for key, value in (metrics or {}).items():
-            if key.startswith("eval_amplitude_"):
+            if key.startswith(SCALAR_PREFIXES):
                 writer.add_scalar(f"eval/{key[len('eval_') :]}", value, step)
         writer.flush()
         return control

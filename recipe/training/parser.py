@@ -1,9 +1,9 @@
 """The command line of `run_finetune.py`: `--help` in groups, one-line errors with the closest flag names.
 
 `--help` lists the recipe's own arguments first, in groups (data, model, training, objectives, amplitude monitor,
-time budget, Hub), then all the other `TrainingArguments` of `transformers`. Every field of `DataArguments` and
-`ModelArguments` lands in its group without being listed here; a field added to `VitsTrainingArguments` must be
-placed in `TRAINING_GROUPS` (a test checks it).
+listening metrics, time budget, Hub), then all the other `TrainingArguments` of `transformers`. Every field of
+`DataArguments` and `ModelArguments` lands in its group without being listed here; a field added to
+`VitsTrainingArguments` must be placed in `TRAINING_GROUPS` (a test checks it).
 
 Arguments come as flags, or as one JSON / YAML file whose values the flags after it override
 (`run_finetune.py configs/demo.json --max_steps 50`). Any mistake in them (a mistyped flag or key, a value of the
@@ -55,6 +55,14 @@ TRAINING_GROUPS = (
         "Synthesizes fixed sentences at each evaluation and stops a run whose voice fades (or blows up).",
         (
             "amplitude_warning_ratio", "amplitude_critical_ratio", "amplitude_patience", "amplitude_monitor_texts",
+        ),
+    ),
+    (
+        "listening metrics",
+        "Scores the monitor's sentences at each evaluation: intelligibility, likeness, quality (--metric_for_best_model).",
+        (
+            "eval_listening", "eval_asr_model", "eval_listen_texts", "listener_cer_margin", "metric_for_best_model",
+            "greater_is_better",
         ),
     ),
     ("time budget", "Fit the run into a number of hours.", ("target_hours", "target_hours_timing_steps")),
