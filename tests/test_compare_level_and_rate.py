@@ -75,7 +75,9 @@ def test_speaking_rate_counts_letters_over_the_speech_with_the_edges_cut():
     quiet = speaking_rate("Roj baş, tu çawa yî?", _clip(0.5, 1.4, 0.8, level=0.01), RATE)
     assert quiet["speaking_rate"] == pytest.approx(figures["speaking_rate"], rel=0.02)
     # ... nor more silence around the same speech
-    assert speaking_rate("Roj baş, tu çawa yî?", _clip(1.5, 1.4, 2.0), RATE)["speech_s"] == pytest.approx(1.4, abs=0.05)
+    assert speaking_rate("Roj baş, tu çawa yî?", _clip(1.5, 1.4, 2.0), RATE)["speech_s"] == pytest.approx(
+        1.4, abs=0.05
+    )
     assert speaking_rate("text", np.zeros(RATE, np.float32), RATE) == {"speech_s": 0.0}
 
 
