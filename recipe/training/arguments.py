@@ -19,6 +19,7 @@ from recipe.data.sources import AUTO, DATASET_FORMAT_HELP, DATASET_FORMATS, chec
 from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
+from recipe.training.part_learning_rates import parse_part_learning_rates
 from recipe.training.precision import requested_precision, resolved_precision
 from recipe.training.sampling_arguments import SpeakerSamplingArguments
 from recipe.training.screening_arguments import ScreeningArguments
@@ -325,6 +326,14 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
     discriminator_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the discriminator; defaults to learning_rate."}
     )
+    part_learning_rates: str | None = field(
+        default=None,
+        metadata={
+            "help": "Parts of the model at their own peak learning rate, 'PREFIX:RATE,...': a prefix of the "
+            "VitsModel's weight names (duration_predictor, flow, duration_predictor.flows, ...); the rest keeps "
+            "learning_rate (recipe/training/part_learning_rates.py)."
+        },
+    )
 
     # The user's objectives against quiet models
     normalized_mel_loss: bool = field(
@@ -388,6 +397,7 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
             self.disable_tqdm = not sys.stderr.isatty()
         super().__post_init__()
         self._check_segment_size()
+        parse_part_learning_rates(self.part_learning_rates)
         self.check_speaker_sampling()
         self._check_time_budget()
         self._check_amplitude_arguments()
