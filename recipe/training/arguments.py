@@ -326,6 +326,14 @@ class VitsTrainingArguments(SpeakerSamplingArguments, TrainingArguments):
     discriminator_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the discriminator; defaults to learning_rate."}
     )
+    fit_speaking_rate: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, scale the saved model's speaking_rate (its length scale) so that it speaks the "
+            "training texts at their recordings' rate: characters per second of speech, median over the clips "
+            "(recipe/training/rate_fit.py)."
+        },
+    )
     part_learning_rates: str | None = field(
         default=None,
         metadata={
