@@ -41,6 +41,7 @@ from recipe.training.listening_callback import ListeningCallback
 from recipe.training.listening_setup import build_listening, monitor_sentences
 from recipe.training.parser import RecipeArgumentParser
 from recipe.training.precision import cpu_bf16_hint
+from recipe.training.rate_fit import fit_speaking_rate
 from recipe.training.run_lock import holding_output_dir
 from recipe.training.run_setup import (
     check_vocabulary,
@@ -218,6 +219,14 @@ def record_round(
     return lineage
 
 
+def save_final_model(trainer, train_split, tokenizer) -> dict:
+    """The trained model into output_dir, its speaking rate fitted first with `--fit_speaking_rate`; returns the
+    fit's figures (`recipe.training.rate_fit`)."""
+    rate_fit = fit_speaking_rate(trainer, train_split, tokenizer)
+    trainer.save_model()
+    return rate_fit
+
+
 def report_metrics(trainer, split: str, metrics: dict) -> None:
     trainer.log_metrics(split, metrics)
     trainer.save_metrics(split, metrics)
@@ -280,8 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         # 6. Train: checkpoints are model folders; the final output_dir holds model, tokenizer and discriminator
         train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
-        trainer.save_model()
-        metrics = dict(train_result.metrics)
+        metrics = dict(train_result.metrics) | save_final_model(trainer, splits["train"], tokenizer)
         metrics["train_hours_of_audio"] = hours_of_audio(train_dataset, sampling_rate)
         # this round's own data, without the replay
         lineage = record_round(

@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -377,7 +378,13 @@ def reconstruction(args, results: dict) -> None:
     }
 
 
-def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> None:
+def compare(args, results: dict, name: str, finetuned: str, heldout: str, new_speaker: bool = False) -> None:
+    """`recipe.compare` of the imported voice and `finetuned` on the held-out sentences, with the recordings of
+    `heldout` as references (level, speaker similarity, speaking rate). For a new speaker (`new_speaker`) the level
+    is judged against those recordings (`--level_reference recordings`), and how like Joe they are is measured.
+    A failed verdict (exit status 1) is recorded with the figures, not raised (`second_voice_figures`)."""
+    from second_voice_figures import comparison_figures, recordings_similarity, summary_line
+
     work = args.work_dir
     out = os.path.join(work, name)
     command = [
@@ -385,22 +392,32 @@ def compare(args, results: dict, name: str, finetuned: str, heldout: str) -> Non
         "--original", os.path.join(work, "joe_imported"),
         "--finetuned", os.path.join(work, finetuned),
         "--texts", os.path.join(work, "heldout.txt"),
+        "--references", os.path.join(work, heldout),
+        "--cache_dir", os.path.join(work, "cache"),
+        *(["--level_reference", "recordings"] if new_speaker else []),
         "--asr_model", whisper_folder(),
         "--max_samples", str(args.num_heldout),
         "--seed", str(args.seed),
         "--output_dir", out,
     ]  # fmt: skip
-    seconds = run(command, os.path.join(work, f"{name}.log"))
+    seconds = run(command, os.path.join(work, f"{name}.log"), accepted_codes=(0, 1))
     with open(os.path.join(out, "comparison.json"), encoding="utf-8") as handle:
         comparison = json.load(handle)
-    figures = {"cpu_minutes": round(seconds / 60, 1), "means": comparison["summary"]["means"]}
+    figures = {"cpu_minutes": round(seconds / 60, 1), "command": " ".join(command[1:])}
+    figures["means"] = comparison["summary"]["means"]
     for label in ("original", "finetuned"):
         distances = [
             mcd(os.path.join(out, label, f"{i:03d}.wav"), os.path.join(work, heldout, "wavs", f"{i:03d}.wav"))
             for i in range(len(comparison["sentences"]))
         ]
         figures["means"][label]["mcd_to_heldout_recordings"] = float(np.mean(distances))
+    figures.update(comparison_figures(comparison, os.path.join(work, heldout)))
+    if new_speaker:
+        figures["recordings_similarity"] = recordings_similarity(
+            os.path.join(work, "joe_heldout"), os.path.join(work, heldout)
+        )
     results[name] = figures
+    print(summary_line(name, figures), flush=True)
 
 
 # the folders of the stages a work dir can share with another (`--share_from`)
@@ -485,6 +502,11 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--second_learning_rate", type=float, default=None, help="default: the one-minute preset's learning rate"
     )
+    parser.add_argument(
+        "--second_args",
+        default="",
+        help='more run_finetune.py flags for finetune_second, one string (e.g. "--freeze_duration_predictor false")',
+    )
     args = parser.parse_args(argv)
     args.work_dir = os.path.abspath(args.work_dir)
     stages, results_path, results = resumable_stages(parser, args.stages, STAGES, args.work_dir)
@@ -566,9 +588,17 @@ def main(argv=None) -> dict:
                 "--eval_fraction",
                 "0.1",
                 *(["--learning_rate", str(args.second_learning_rate)] if args.second_learning_rate else []),
+                *shlex.split(args.second_args),
             ],
         ),  # fmt: skip
-        "compare_second": lambda: compare(args, results, "compare_second", "joe_second", "second_heldout"),
+        "compare_second": lambda: compare(
+            args,
+            results,
+            "compare_second",
+            "joe_second",
+            "second_heldout",
+            new_speaker=True,
+        ),
     }
     outputs = {
         "render": "second_heldout", "import": "joe_imported", "warmup": "joe_warm", "finetune_own": "joe_own",

@@ -47,7 +47,13 @@ from recipe.evaluation.compare_similarity import (
     recording_columns,
     similarity_embedder,
 )
-from recipe.evaluation.metrics import amplitude_stats, duration_ratio, mel_cepstral_distortion
+from recipe.evaluation.metrics import (
+    amplitude_stats,
+    duration_ratio,
+    mel_cepstral_distortion,
+    rate_ratios,
+    speaking_rate,
+)
 from recipe.evaluation.references import Sentence, format_account, load_references
 from recipe.evaluation.report import plot_sentence, write_html_report
 from recipe.evaluation.speaker_plan import (
@@ -59,7 +65,7 @@ from recipe.evaluation.speaker_plan import (
     short_name,
 )
 from recipe.evaluation.speaker_similarity import missing_message
-from recipe.evaluation.verdicts import verdicts
+from recipe.evaluation.verdicts import LEVEL_REFERENCES, ORIGINAL_LEVEL, RECORDINGS_LEVEL, verdicts
 from recipe.voices.synthesis import synthesize
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,9 @@ logger = logging.getLogger(__name__)
 PROG = "python -m recipe.compare"
 # The figures printed per speaker of a multi-speaker model: level, silence, distance to the recording, CER, likeness
 SPEAKER_KEYS = ("rms", "silence_ratio", "mcd", "cer", "similarity")
+# The means printed per model
+SUMMARY_KEYS = ("rms", "rms_dbfs", "peak", "silence_ratio", "duration_s", "real_time_factor", "speaking_rate")
+SUMMARY_KEYS += ("mcd", "duration_ratio", "cer", "wer", "similarity")
 
 
 @dataclass
@@ -137,8 +146,15 @@ class CompareArguments:
     amplitude_tolerance: float = field(
         default=0.3,
         metadata={
-            "help": "Verdict: the fine-tuned mean RMS must be within this share of the original's "
-            "(of the recordings' without --original)."
+            "help": "Verdict: the fine-tuned mean RMS must be within this share of the level --level_reference names."
+        },
+    )
+    level_reference: str = field(
+        default=ORIGINAL_LEVEL,
+        metadata={
+            "help": "What the amplitude verdict judges the fine-tuned level against: 'original' (the original "
+            "model's mean RMS; the recordings' without --original) or 'recordings' (the mean RMS of --references: "
+            "for a voice adapted to a new speaker, whose level is the recordings', not the original's)."
         },
     )
     max_silence_ratio: float = field(
@@ -158,6 +174,12 @@ class CompareArguments:
                 "Need --amplitude_tolerance >= 0, 0 <= --max_silence_ratio <= 1 and --cer_margin >= 0, got "
                 f"{self.amplitude_tolerance}, {self.max_silence_ratio} and {self.cer_margin}"
             )
+        if self.level_reference not in LEVEL_REFERENCES:
+            raise ValueError(
+                f"--level_reference must be one of {', '.join(LEVEL_REFERENCES)}, not {self.level_reference!r}"
+            )
+        if self.level_reference == RECORDINGS_LEVEL and self.references is None:
+            raise ValueError("--level_reference recordings needs --references: the recordings whose level it is")
         if self.speaker_similarity not in SIMILARITY_MODES or self.similarity_margin < 0:
             raise ValueError(
                 f"Need --speaker_similarity in {', '.join(SIMILARITY_MODES)} and --similarity_margin >= 0, got "
@@ -236,10 +258,14 @@ def summarize(sentences: list[dict], labels: list[str]) -> dict:
         rows = [sentence[label] for sentence in sentences if label in sentence]
         if not rows:
             continue
-        keys = [
-            key for key, value in rows[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)
-        ]
-        means[label] = {key: float(np.mean([row[key] for row in rows])) for key in keys}
+        # over the clips that have the figure (a clip without speech has no speaking rate)
+        keys = dict.fromkeys(
+            key
+            for row in rows
+            for key, value in row.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        means[label] = {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
     deltas = {}
     if "original" in means:
         deltas = {
@@ -271,6 +297,7 @@ def _measure(args, index, sentence, reader, models, configs, asr, scoring, refer
     clips = {}
     if sentence.reference is not None:
         record["reference"] = amplitude_stats(sentence.reference, reference_rate)
+        record["reference"].update(speaking_rate(sentence.scoring_text, sentence.reference, reference_rate))
         record["reference"]["wav"] = f"reference/{index:03d}.wav"
         if sentence.speaker is not None:
             record["reference"]["speaker"] = sentence.speaker
@@ -282,6 +309,9 @@ def _measure(args, index, sentence, reader, models, configs, asr, scoring, refer
         rate = configs[label].sampling_rate
         waveform, seconds = synthesize(model, tokenizer, sentence.text, seed=args.seed, speaker_id=reader.ids[label])
         metrics = clip_metrics(waveform, seconds, configs[label], sentence.reference, reference_rate)
+        metrics.update(speaking_rate(sentence.scoring_text, waveform, rate))
+        if "speaking_rate" in metrics and "speaking_rate" in record.get("reference", {}):
+            metrics["rate_ratio"] = metrics["speaking_rate"] / record["reference"]["speaking_rate"]
         if asr is not None:
             metrics["transcription"] = transcribe(asr, waveform, rate)
             metrics.update(error_rates(sentence.scoring_text, metrics["transcription"]))
@@ -351,9 +381,13 @@ def run_comparison(args: CompareArguments) -> dict:
     # --texts with --references: no recording of these sentences, but the recordings still give a loudness baseline
     summary = summarize(records, list(models))
     if "reference" not in summary["means"] and references:
+        recorded = [speaking_rate(r.scoring_text, r.reference, reference_rate) for r in references]
         summary["means"]["reference"] = {
-            "rms": float(np.mean([amplitude_stats(r.reference, reference_rate)["rms"] for r in references]))
+            "rms": float(np.mean([amplitude_stats(r.reference, reference_rate)["rms"] for r in references])),
+            "speaking_rate": float(np.mean([r["speaking_rate"] for r in recorded if "speaking_rate" in r])),
         }
+    if ratios := rate_ratios(summary["means"]):
+        summary["rate_ratio"] = ratios
     if speaker_rows := _speaker_rows(records, list(models), readers):
         summary["speakers"] = speaker_rows
     similarity = scoring.result() if scoring is not None else None
@@ -393,19 +427,7 @@ def run_comparison(args: CompareArguments) -> dict:
 def format_summary(comparison: dict) -> str:
     """The lines printed at the end: means per model, deltas, verdicts."""
     summary = comparison["summary"]
-    keys = [
-        "rms",
-        "rms_dbfs",
-        "peak",
-        "silence_ratio",
-        "duration_s",
-        "real_time_factor",
-        "mcd",
-        "duration_ratio",
-        "cer",
-        "wer",
-        "similarity",
-    ]
+    keys = SUMMARY_KEYS
     lines = [f"{summary['num_sentences']} sentences"]
     if "references" in comparison:
         lines.append(format_account(comparison["references"]))
@@ -415,6 +437,9 @@ def format_summary(comparison: dict) -> str:
     if summary["deltas"]:
         shown = ", ".join(f"{key} {summary['deltas'][key]:+.4g}" for key in keys if key in summary["deltas"])
         lines.append(f"{'delta':>10}: {shown}")
+    if summary.get("rate_ratio"):
+        shown = ", ".join(f"{label} {ratio:.3f}" for label, ratio in summary["rate_ratio"].items())
+        lines.append(f"speaking rate / the recordings': {shown}")
     for speaker, rows in summary.get("speakers", {}).items():
         # per speaker, the figures a voice is judged by
         for label, means in rows["means"].items():

@@ -5,6 +5,9 @@
 - `mel_cepstral_distortion`: MCD between a synthesized clip and a recording, aligned by DTW (the
   `mel-cepstral-distance` package's, Kubichek 1993).
 - `duration_ratio`: how much longer (> 1) or shorter (< 1) the synthesized clip is than the recording.
+- `speaking_rate`: characters per second of speech of one clip, its leading and trailing silence cut where the data
+  pipeline's trimming finds the speech (`recipe.data.speech_activity`); `rate_ratios`: each model's mean rate
+  against the recordings'.
 
 Intelligibility (ASR, CER) is in `recipe.evaluation.asr`, synthesis in `recipe.voices.synthesis`.
 """
@@ -19,6 +22,7 @@ from mel_cepstral_distance.computation import get_X_km
 from mel_cepstral_distance.helper import ms_to_samples
 
 from recipe.audio import as_mono_float
+from recipe.data.speech_activity import measure_activity, remove_dc_offset
 
 # A frame is silent when its RMS is below -40 dBFS (full scale = amplitude 1.0).
 SILENCE_THRESHOLD_DBFS = -40.0
@@ -216,3 +220,40 @@ def duration_ratio(num_samples: int, reference_num_samples: int) -> float:
     if reference_num_samples <= 0:
         raise ValueError(f"reference length must be positive, got {reference_num_samples}")
     return num_samples / reference_num_samples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speaking rate
+
+
+def spoken_characters(text: str) -> int:
+    """The letters and digits of `text` (what is spoken; spaces and punctuation are not)."""
+    return sum(char.isalnum() for char in text)
+
+
+def speaking_rate(text: str, waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
+    """How fast a clip speaks `text`: `speech_s`, the seconds from the first to the last sample of speech (the
+    bounds the data pipeline trims to, `recipe.data.speech_activity.measure_activity`, without its pad: leading and
+    trailing silence cut, pauses between words kept), and `speaking_rate`, the letters and digits of `text`
+    (`spoken_characters`) per second of it. A clip without speech gives `speech_s` 0 and no `speaking_rate`.
+
+    The detector's thresholds are relative to the clip's own floor and peak, so that a quieter model is not
+    measured as speaking longer or shorter."""
+    activity = measure_activity(remove_dc_offset(as_mono_float(waveform).astype(np.float32)), sampling_rate)
+    if not activity.has_speech:
+        return {"speech_s": 0.0}
+    seconds = (activity.end_sample - activity.first_sample) / sampling_rate
+    return {"speech_s": float(seconds), "speaking_rate": spoken_characters(text) / seconds}
+
+
+def rate_ratios(means: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each model's mean speaking rate over the recordings' (`means["reference"]`): > 1 speaks faster than the
+    recordings, < 1 slower; empty without the recordings' rate."""
+    reference = means.get("reference", {}).get("speaking_rate")
+    if not reference:
+        return {}
+    return {
+        label: figures["speaking_rate"] / reference
+        for label, figures in means.items()
+        if label != "reference" and "speaking_rate" in figures
+    }

@@ -1,6 +1,8 @@
 """The gate of `python -m recipe.compare`: each verdict PASS, FAIL or SKIP (nothing to judge by), with a message.
 
-- `amplitude`: the fine-tuned mean RMS within `--amplitude_tolerance` of the original's (of the recordings').
+- `amplitude`: the fine-tuned mean RMS within `--amplitude_tolerance` of the level `--level_reference` names: the
+  original's (`original`, the default; the recordings' without an original) or the recordings' (`recordings`: a
+  voice adapted to a new speaker should sound as loud as that speaker's recordings, not as the voice it came from).
 - `silence`: no fine-tuned clip with more than `--max_silence_ratio` silent frames.
 - `intelligibility`: the fine-tuned mean CER at most `--cer_margin` above the original's (with `--asr_model`).
 - `speaker similarity` (`recipe.evaluation.compare_similarity`): for a multi-speaker model, one verdict per compared
@@ -19,11 +21,22 @@ def verdict(name: str, passed: bool | None, message: str) -> dict:
     return {"name": name, "status": "SKIP" if passed is None else "PASS" if passed else "FAIL", "message": message}
 
 
+# `--level_reference`: what the fine-tuned level is judged against
+ORIGINAL_LEVEL, RECORDINGS_LEVEL = "original", "recordings"
+LEVEL_REFERENCES = (ORIGINAL_LEVEL, RECORDINGS_LEVEL)
+
+
 def _amplitude(means: dict, args) -> dict:
-    baseline = "original" if "original" in means else "reference" if "reference" in means else None
+    if getattr(args, "level_reference", ORIGINAL_LEVEL) == RECORDINGS_LEVEL:
+        baseline = "reference" if "reference" in means else None
+        if baseline is None:
+            return verdict("amplitude", None, "--level_reference recordings: no recordings to compare the RMS with")
+    else:
+        baseline = "original" if "original" in means else "reference" if "reference" in means else None
     if baseline is None:
         return verdict("amplitude", None, "no original model and no recordings to compare the RMS with")
     rms, reference_rms = means["finetuned"]["rms"], means[baseline]["rms"]
+    baseline = "recordings" if baseline == "reference" else baseline
     if reference_rms <= 0:
         return verdict("amplitude", False, f"the {baseline} mean RMS is 0: nothing to compare with")
     status = amplitude_status(rms, reference_rms, args.amplitude_tolerance, args.amplitude_tolerance)

@@ -21,6 +21,8 @@ What it changes in `Trainer`, and why (each hook delegates to the part named in 
       `load_best_model_at_end` read it. On resume, callbacks that subclass `CheckpointAwareCallback`
       (`checkpoint_hooks`; `AmplitudeMonitorCallback`) are told which checkpoint the run restarts from
       (`resuming_from`), before `on_train_begin`.
+    - `create_optimizer`: Trainer's AdamW, with the parts of `--part_learning_rates` in groups of their own
+      (`part_learning_rates.PartLearningRatesMixin`).
     - `create_scheduler`: also creates the discriminator's optimizer and schedule (the only point where the number of
       steps is known and the generator is prepared), and follows the `--target_hours` plan (`replan`, `step_plan`).
     - `_save_checkpoint`: the same files as `Trainer`'s, written into `partial-checkpoint-N` and renamed to
@@ -59,6 +61,7 @@ from recipe.training.discriminator_update import DiscriminatorUpdate
 from recipe.training.fp16 import SkippedStepsFromScale, enable_fp16_on_cpu
 from recipe.training.loss_window import LossWindow
 from recipe.training.non_finite import NonFiniteTracker
+from recipe.training.part_learning_rates import PartLearningRatesMixin
 from recipe.training.peer_failure import peer_failure_error
 from recipe.training.signals import StopOnSignalCallback, StopRequest, TrainingInterrupted
 from recipe.training.speaker_sampling import SpeakerSamplingMixin
@@ -67,7 +70,7 @@ from recipe.training.step_plan import StepPlan, bound_max_steps, schedule_at, ti
 logger = logging.getLogger(__name__)
 
 
-class VitsTrainer(SpeakerSamplingMixin, Trainer):
+class VitsTrainer(PartLearningRatesMixin, SpeakerSamplingMixin, Trainer):
     """A `Trainer` for `VitsForTraining`, with an optional discriminator and the VITS objectives.
 
     Args:
