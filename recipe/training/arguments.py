@@ -18,9 +18,9 @@ from transformers import TrainingArguments
 from recipe.data.sources import AUTO, DATASET_FORMAT_HELP, DATASET_FORMATS, check_dataset_format
 from recipe.data.speaker_choice import parse_speakers
 from recipe.model.losses import LossWeights
+from recipe.training.adaptation_arguments import AdaptationArguments
 from recipe.training.amplitude_monitor import DEFAULT_CRITICAL_RATIO, DEFAULT_PATIENCE, DEFAULT_WARNING_RATIO
 from recipe.training.listening_arguments import ListeningArguments
-from recipe.training.part_learning_rates import parse_part_learning_rates
 from recipe.training.precision import requested_precision, resolved_precision
 from recipe.training.sampling_arguments import SpeakerSamplingArguments
 from recipe.training.screening_arguments import ScreeningArguments
@@ -251,7 +251,7 @@ class DataArguments(ScreeningArguments):
 
 
 @dataclass
-class VitsTrainingArguments(SpeakerSamplingArguments, ListeningArguments, TrainingArguments):
+class VitsTrainingArguments(SpeakerSamplingArguments, ListeningArguments, AdaptationArguments, TrainingArguments):
     """`TrainingArguments` with VITS objectives and fine-tuning defaults.
 
     Defaults changed from `TrainingArguments`, each for fine-tuning a pretrained VITS:
@@ -337,23 +337,6 @@ class VitsTrainingArguments(SpeakerSamplingArguments, ListeningArguments, Traini
     discriminator_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the discriminator; defaults to learning_rate."}
     )
-    fit_speaking_rate: bool = field(
-        default=False,
-        metadata={
-            "help": "After training, scale the saved model's speaking_rate (its length scale) so that it speaks the "
-            "training texts at their recordings' rate: characters per second of speech, median over the clips "
-            "(recipe/training/rate_fit.py)."
-        },
-    )
-    part_learning_rates: str | None = field(
-        default=None,
-        metadata={
-            "help": "Parts of the model at their own peak learning rate, 'PREFIX:RATE,...': a prefix of the "
-            "VitsModel's weight names (duration_predictor, flow, duration_predictor.flows, ...); the rest keeps "
-            "learning_rate (recipe/training/part_learning_rates.py)."
-        },
-    )
-
     # The user's objectives against quiet models
     normalized_mel_loss: bool = field(
         default=LossWeights.normalized_mel,
@@ -417,7 +400,7 @@ class VitsTrainingArguments(SpeakerSamplingArguments, ListeningArguments, Traini
         self.resolve_direction()
         super().__post_init__()
         self._check_segment_size()
-        parse_part_learning_rates(self.part_learning_rates)
+        self.check_adaptation_arguments()
         self.check_speaker_sampling()
         self._check_time_budget()
         self._check_amplitude_arguments()

@@ -35,7 +35,8 @@ TRAINING_GROUPS = (
         "The Trainer arguments a fine-tune usually sets (with the recipe's defaults).",
         (
             "output_dir", "max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-            "gradient_accumulation_steps", "learning_rate", "discriminator_learning_rate", "lr_scheduler_type",
+            "gradient_accumulation_steps", "learning_rate", "discriminator_learning_rate",
+            "part_learning_rates", "fit_speaking_rate", "lr_scheduler_type",
             "warmup_ratio", "precision", "seed", "speaker_sampling", "logging_steps", "eval_strategy", "eval_steps",
             "save_strategy", "save_steps", "save_total_limit", "save_only_model", "load_best_model_at_end",
             "resume_from_checkpoint", "report_to", "ddp_timeout",
