@@ -38,6 +38,8 @@ def test_preset_parses_and_sets_what_a_minute_of_audio_needs():
     assert training_args.l2sp_weight > 0 and training_args.amplitude_loss_weight > 0
     assert training_args.max_steps <= 500 and training_args.eval_steps <= training_args.max_steps / 10
     assert training_args.load_best_model_at_end and training_args.amplitude_patience > 0
+    # the rhythm: the predictor's durations are kept, their pace fitted to the recordings (docs/results.md)
+    assert training_args.fit_speaking_rate
     # The bundled data it points at is about one minute of one speaker.
     assert data_args.dataset_name == "demo/kmr_ljspeech" and (REPO_ROOT / data_args.dataset_name).is_dir()
 
